@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make test` and `make demo`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# the CPU build of torch (a plain `torch` pulls a multi-GB CUDA build)
+TORCH_PIN := torch==2.13.0
+
+.PHONY: test test-fast demo lint bench bench-quality clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'
+
+demo: $(STAMP)
+	$(VENV)/bin/ddpmkit equivalence --schedule linear
+	$(VENV)/bin/ddpmkit equivalence --schedule cosine
+	$(VENV)/bin/ddpmkit calibrate --case gaussian
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

@@ -1,0 +1,95 @@
+"""Denoiser: any network f(x_t, t) plus a parameterization, seen as an estimate of x_0.
+
+The network may predict x_0 (the default), eps, v or the model mean mu; the Denoiser converts
+its output exactly (``ddpmkit.diffusion``) so that samplers, losses and the likelihood only
+ever see x0_hat(x_t, t). The network is always called with the *original* chain's t (1..T) and
+the conversions use the original chain's tables, whatever sub-chain a sampler walks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from . import diffusion as D
+from .errors import InputError
+from .schedules import NoiseSchedule
+
+NetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Denoiser(nn.Module):
+    """x0_hat, eps_hat, v_hat and mu_theta from a network's prediction.
+
+    Args:
+        net: a callable ``net(x_t, t) -> tensor`` with x_t (B, ...) and t int64 (B,) in 1..T,
+            returning a tensor shaped like x_t. An ``nn.Module`` is registered as a submodule
+            (so ``.to()``, ``.parameters()`` and ``state_dict()`` see it); a plain function works.
+        schedule: the training chain (length T+1 tables).
+        parameterization: what the net predicts: ``"x0"``, ``"eps"``, ``"v"`` or ``"mu"``.
+    """
+
+    def __init__(self, net: NetFn, schedule: NoiseSchedule,
+                 parameterization: D.Parameterization = "x0") -> None:
+        super().__init__()
+        if parameterization not in D.PARAMETERIZATIONS:
+            raise InputError(
+                f"unknown parameterization {parameterization!r}; "
+                f"choose one of {', '.join(D.PARAMETERIZATIONS)}"
+            )
+        if schedule.is_respaced:
+            raise InputError("a Denoiser needs the full training schedule, not a respaced one")
+        self.net = net
+        self.schedule = schedule
+        self.parameterization = parameterization
+
+    @property
+    def T(self) -> int:
+        return self.schedule.T
+
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The network's own output (in its parameterization), shape checked."""
+        t = D.as_timesteps(t, x_t, self.T)
+        out = self.net(x_t, t)
+        if hasattr(out, "sample") and not isinstance(out, torch.Tensor):
+            out = out.sample  # diffusers' UNet2DOutput
+        if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:
+            shape = getattr(out, "shape", type(out))
+            raise InputError(
+                f"the net returned {shape} for input {tuple(x_t.shape)}; it must return a tensor "
+                "shaped like x_t"
+            )
+        return out
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """x0_hat(x_t, t), (B, ...)."""
+        return self.x0_hat(x_t, t)
+
+    def x0_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The estimate of the clean data, E[x_0 | x_t] for a perfect model."""
+        t = D.as_timesteps(t, x_t, self.T)
+        pred = self.raw(x_t, t).to(x_t.dtype)
+        return D.x0_from_prediction(self.schedule, x_t, pred, t, self.parameterization)
+
+    def eps_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t)."""
+        t = D.as_timesteps(t, x_t, self.T)
+        if self.parameterization == "eps":
+            return self.raw(x_t, t).to(x_t.dtype)
+        return D.eps_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)
+
+    def v_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """v_hat = (sqrt(alpha_bar_t) x_t - x0_hat) / sqrt(1 - alpha_bar_t)."""
+        t = D.as_timesteps(t, x_t, self.T)
+        if self.parameterization == "v":
+            return self.raw(x_t, t).to(x_t.dtype)
+        return D.v_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)
+
+    def mu(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """mu_theta(x_t, t) = c_xt(t) x_t + c_x0(t) x0_hat on the full chain."""
+        t = D.as_timesteps(t, x_t, self.T)
+        if self.parameterization == "mu":
+            return self.raw(x_t, t).to(x_t.dtype)
+        return D.mu_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)

@@ -1,0 +1,303 @@
+"""Pure DDPM maths: tensors in, tensors out, float64 coefficients cast at use.
+
+Shapes: ``x`` is (B, ...) with any trailing data shape; ``t`` is an int64 tensor (B,) (or a
+Python int, broadcast to the batch) of schedule indices in 1..T. Coefficients are looked up in
+the schedule's float64 tables and cast to ``x``'s dtype only at the point of use.
+
+Notation (Ho et al. 2020, see docs/theory.md):
+  q(x_t | x_0)          = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+  q(x_{t-1} | x_t, x_0) = N(c_xt(t) x_t + c_x0(t) x_0, sigma_q^2(t) I)
+  c_xt    = (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t)
+  c_x0    = (1 - alpha_t) sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t)
+  sigma_q^2 = (1 - alpha_bar_{t-1}) (1 - alpha_t) / (1 - alpha_bar_t)      (0 at t = 1)
+  C_t     = c_x0^2 / (2 sigma_q^2) = (snr_{t-1} - snr_t) / 2                (t >= 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from .errors import InputError
+from .schedules import NoiseSchedule
+
+Variance = Literal["small", "large"]
+VARIANCES: tuple[str, ...] = ("small", "large")
+Parameterization = Literal["x0", "eps", "v", "mu"]
+PARAMETERIZATIONS: tuple[str, ...] = ("x0", "eps", "v", "mu")
+
+
+# ---- table look-up -----------------------------------------------------------------------
+def as_timesteps(t: int | torch.Tensor, x: torch.Tensor, T: int) -> torch.Tensor:
+    """Validate t and return it as an int64 tensor (B,) on x's device; raises on t outside 1..T."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        t = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
+    elif not isinstance(t, torch.Tensor):
+        raise InputError(f"t must be an int or an int64 tensor of shape (B,); got {type(t)}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise InputError(f"t must hold integer steps 1..T; got dtype {t.dtype}")
+    if t.dim() == 0:
+        t = t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise InputError(f"t must have shape ({x.shape[0]},) to match x; got {tuple(t.shape)}")
+    if t.numel() and (int(t.min()) < 1 or int(t.max()) > T):
+        raise InputError(f"t must lie in 1..{T}; got range {int(t.min())}..{int(t.max())}")
+    return t.to(device=x.device, dtype=torch.int64)
+
+
+def extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """table[t] cast to x's dtype/device and shaped (B, 1, ..., 1) to broadcast against x."""
+    v = table.to(t.device)[t].to(dtype=x.dtype)
+    return v.reshape(t.shape[0], *([1] * (x.dim() - 1)))
+
+
+def _prev(table: torch.Tensor) -> torch.Tensor:
+    """table shifted so that out[t] = table[t-1] (out[0] = table[0])."""
+    return torch.cat([table[:1], table[:-1]])
+
+
+# ---- coefficient tables (float64, length T+1) --------------------------------------------
+def posterior_tables(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_xt, c_x0, sigma_q^2) as float64 tables of length T+1 (index 0 unused, set to nan).
+
+    At t = 1: alpha_bar_0 = 1, so c_xt = 0, c_x0 = 1 and sigma_q^2 = 0 exactly.
+    """
+    ab, omab = schedule.alpha_bar, schedule.one_minus_alpha_bar
+    ab_prev, omab_prev = _prev(ab), _prev(omab)
+    alpha, beta = schedule.alpha, schedule.beta
+    c_xt = omab_prev * torch.sqrt(alpha) / omab
+    c_x0 = beta * torch.sqrt(ab_prev) / omab
+    var = omab_prev * beta / omab
+    for tab in (c_xt, c_x0, var):
+        tab[0] = float("nan")
+    return c_xt, c_x0, var
+
+
+def consistency_weight(schedule: NoiseSchedule) -> torch.Tensor:
+    """C_t = c_x0(t)^2 / (2 sigma_q^2(t)) = (snr_{t-1} - snr_t)/2, float64 (T+1,).
+
+    Defined for t >= 2; entries 0 and 1 are nan because sigma_q^2(1) = 0: the t = 1 term of the
+    ELBO is the decoder, not a KL. Computed from the snr difference written as
+    alpha_bar_{t-1} beta_t / (2 (1-alpha_bar_{t-1})(1-alpha_bar_t)), which has no cancellation.
+    """
+    ab, omab = schedule.alpha_bar, schedule.one_minus_alpha_bar
+    C = _prev(ab) * schedule.beta / (2.0 * _prev(omab) * omab)
+    C[:2] = float("nan")
+    return C
+
+
+def model_variance_table(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
+    """sigma_t^2 of p_theta(x_{t-1} | x_t) for t >= 2: sigma_q^2 ("small") or beta_t ("large").
+
+    Index 1 holds the sampler's last-step variance: 0 for both choices (Ho et al., Algorithm 2,
+    return the mean at t = 1). The likelihood uses its own decoder variance at t = 1.
+    """
+    if variance == "small":
+        var = posterior_tables(schedule)[2]
+    elif variance == "large":
+        var = schedule.beta.clone()
+    else:
+        raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    var[0] = float("nan")
+    var[1] = 0.0
+    return var
+
+
+# ---- forward process and posterior --------------------------------------------------------
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor,
+             noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; all (B, ...)."""
+    t = as_timesteps(t, x0, schedule.T)
+    a = extract(torch.sqrt(schedule.alpha_bar), t, x0)
+    s = extract(torch.sqrt(schedule.one_minus_alpha_bar), t, x0)
+    return a * x0 + s * noise
+
+
+def posterior_mean(schedule: NoiseSchedule, x_t: torch.Tensor, x0: torch.Tensor,
+                   t: torch.Tensor) -> torch.Tensor:
+    """mu_q(x_t, x_0) = c_xt(t) x_t + c_x0(t) x_0; (B, ...)."""
+    t = as_timesteps(t, x_t, schedule.T)
+    c_xt, c_x0, _ = posterior_tables(schedule)
+    return extract(c_xt, t, x_t) * x_t + extract(c_x0, t, x_t) * x0
+
+
+def posterior_variance(schedule: NoiseSchedule, t: torch.Tensor,
+                       like: torch.Tensor) -> torch.Tensor:
+    """sigma_q^2(t) shaped (B, 1, ..., 1) like ``like`` (0 at t = 1)."""
+    t = as_timesteps(t, like, schedule.T)
+    return extract(posterior_tables(schedule)[2], t, like)
+
+
+# ---- conversions between parameterizations (exact inverses) -------------------------------
+def _a_s(schedule: NoiseSchedule, t: torch.Tensor, x: torch.Tensor):
+    t = as_timesteps(t, x, schedule.T)
+    return (extract(torch.sqrt(schedule.alpha_bar), t, x),
+            extract(torch.sqrt(schedule.one_minus_alpha_bar), t, x))
+
+
+def eps_from_x0(schedule: NoiseSchedule, x_t, x0, t):
+    """eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+    a, s = _a_s(schedule, t, x_t)
+    return (x_t - a * x0) / s
+
+
+def x0_from_eps(schedule: NoiseSchedule, x_t, eps, t):
+    """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (ill-conditioned near T)."""
+    a, s = _a_s(schedule, t, x_t)
+    return (x_t - s * eps) / a
+
+
+def v_from_x0(schedule: NoiseSchedule, x_t, x0, t):
+    """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
+         = (sqrt(alpha_bar_t) x_t - x_0) / sqrt(1 - alpha_bar_t)."""
+    a, s = _a_s(schedule, t, x_t)
+    return (a * x_t - x0) / s
+
+
+def x0_from_v(schedule: NoiseSchedule, x_t, v, t):
+    """x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
+    a, s = _a_s(schedule, t, x_t)
+    return a * x_t - s * v
+
+
+def mu_from_x0(schedule: NoiseSchedule, x_t, x0, t):
+    """mu_theta = c_xt(t) x_t + c_x0(t) x0_hat (the model mean written like mu_q)."""
+    return posterior_mean(schedule, x_t, x0, t)
+
+
+def x0_from_mu(schedule: NoiseSchedule, x_t, mu, t):
+    """x0_hat = (mu - c_xt(t) x_t) / c_x0(t); c_x0 > 0 for every t >= 1 (c_x0(1) = 1)."""
+    t = as_timesteps(t, x_t, schedule.T)
+    c_xt, c_x0, _ = posterior_tables(schedule)
+    return (mu - extract(c_xt, t, x_t) * x_t) / extract(c_x0, t, x_t)
+
+
+def x0_from_prediction(schedule: NoiseSchedule, x_t, pred, t,
+                       parameterization: Parameterization):
+    """Turn a network output in any parameterization into x0_hat."""
+    if parameterization == "x0":
+        return pred
+    if parameterization == "eps":
+        return x0_from_eps(schedule, x_t, pred, t)
+    if parameterization == "v":
+        return x0_from_v(schedule, x_t, pred, t)
+    if parameterization == "mu":
+        return x0_from_mu(schedule, x_t, pred, t)
+    raise InputError(
+        f"unknown parameterization {parameterization!r}; "
+        f"choose one of {', '.join(PARAMETERIZATIONS)}"
+    )
+
+
+def prediction_from_x0(schedule: NoiseSchedule, x_t, x0, t, parameterization: Parameterization):
+    """The training target of a parameterization, given the clean x_0 (inverse of the above)."""
+    if parameterization == "x0":
+        return x0
+    if parameterization == "eps":
+        return eps_from_x0(schedule, x_t, x0, t)
+    if parameterization == "v":
+        return v_from_x0(schedule, x_t, x0, t)
+    if parameterization == "mu":
+        return mu_from_x0(schedule, x_t, x0, t)
+    raise InputError(
+        f"unknown parameterization {parameterization!r}; "
+        f"choose one of {', '.join(PARAMETERIZATIONS)}"
+    )
+
+
+# ---- KL terms and decoders (elementwise; sum over data dims yourself) ----------------------
+def gaussian_kl(mean1, var1, mean2, var2):
+    """KL(N(mean1, var1) || N(mean2, var2)) elementwise, in nats.
+
+    = 1/2 (log(var2/var1) + var1/var2 - 1 + (mean1 - mean2)^2 / var2). var1 may not be 0.
+    The variance part is kept apart from the mean part: written as (var1 + d^2)/var2 - 1 it
+    would cancel catastrophically when d^2 << var1 (late t), losing ~6 digits in float64.
+    """
+    var1 = torch.as_tensor(var1, dtype=mean1.dtype, device=mean1.device)
+    var2 = torch.as_tensor(var2, dtype=mean1.dtype, device=mean1.device)
+    return 0.5 * (torch.log(var2) - torch.log(var1) + var1 / var2 - 1.0
+                  + (mean1 - mean2) ** 2 / var2)
+
+
+def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
+    """Per-dimension constant of KL(q || p_theta) from sigma_t^2 != sigma_q^2, float64 (T+1,).
+
+    1/2 (log(sigma_t^2 / sigma_q^2) + sigma_q^2 / sigma_t^2 - 1); 0 for "small"; nan at t < 2.
+    """
+    var_q = posterior_tables(schedule)[2]
+    var_p = model_variance_table(schedule, variance)
+    r = var_q / var_p
+    out = 0.5 * (-torch.log(r) + r - 1.0)
+    out[:2] = float("nan")
+    return out
+
+
+def mean_weight(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
+    """c_x0(t)^2 / (2 sigma_t^2): the weight of ||x0_hat - x_0||^2 in the KL, float64 (T+1,).
+
+    Equals C_t for the "small" variance; nan at t < 2.
+    """
+    if variance == "small":
+        return consistency_weight(schedule)
+    c_x0 = posterior_tables(schedule)[1]
+    w = c_x0**2 / (2.0 * model_variance_table(schedule, variance))
+    w[:2] = float("nan")
+    return w
+
+
+def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x_0) || N(0, I)) elementwise, (B, ...), in nats."""
+    ab_T = schedule.alpha_bar[-1].item()
+    omab_T = schedule.one_minus_alpha_bar[-1].item()
+    mean = math.sqrt(ab_T) * x0
+    # 1/2 (ab_T x0^2 + (1 - ab_T) - 1 - log(1 - ab_T)), with log1p for small ab_T
+    return 0.5 * (mean**2 - ab_T - math.log(omab_T))
+
+
+def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor,
+                                        log_scale: torch.Tensor | float,
+                                        levels: int) -> torch.Tensor:
+    """log P(x0) for data on ``levels`` equally spaced values in [-1, 1], elementwise.
+
+    Each value owns the bin [x - h, x + h] with h = 1/(levels - 1); the edge bins extend to
+    -inf and +inf, so the probabilities of all levels sum to 1. Computed in log space with
+    ``torch.special.log_ndtr`` (exact normal CDF): log(Phi(b) - Phi(a)) is evaluated on the
+    side of the mean where it does not cancel. ``log_scale`` = log standard deviation.
+    """
+    if levels < 2:
+        raise InputError(f"levels must be >= 2; got {levels}")
+    h = 1.0 / (levels - 1)
+    log_scale = torch.as_tensor(log_scale, dtype=x0.dtype, device=x0.device)
+    inv = torch.exp(-log_scale)
+    a = (x0 - h - mean) * inv  # standardized lower edge
+    b = (x0 + h - mean) * inv  # standardized upper edge
+    # Phi(b) - Phi(a) = Phi(-a) - Phi(-b): use the form whose CDF values are small (no cancellation)
+    flip = (a + b) > 0
+    hi = torch.where(flip, -a, b)
+    lo = torch.where(flip, -b, a)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    log_mid = log_hi + _log1mexp(log_lo - log_hi)
+    lowest = x0 < -1.0 + h * 0.5
+    highest = x0 > 1.0 - h * 0.5
+    log_p = torch.where(lowest, torch.special.log_ndtr(b), log_mid)
+    return torch.where(highest, torch.special.log_ndtr(-a), log_p)
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(d)) for d <= 0, stable on both sides of -ln 2 (Maechler 2012)."""
+    d = d.clamp(max=-1e-300 if d.dtype == torch.float64 else -1e-38)
+    return torch.where(d > -math.log(2.0), torch.log(-torch.expm1(d)), torch.log1p(-torch.exp(d)))
+
+
+def gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor,
+                            var: torch.Tensor | float) -> torch.Tensor:
+    """log N(x0; mean, var) elementwise: continuous decoder for real-valued data."""
+    var = torch.as_tensor(var, dtype=x0.dtype, device=x0.device)
+    return -0.5 * (math.log(2.0 * math.pi) + torch.log(var) + (x0 - mean) ** 2 / var)
+
+
+def bits_per_dim(nats: torch.Tensor | float, dims: int) -> torch.Tensor | float:
+    """bits/dim = nats / (D ln 2) with D the number of data dimensions (C H W)."""
+    return nats / (dims * math.log(2.0))

@@ -1,0 +1,141 @@
+"""Loss weightings as weights w(t) on the x0-MSE, timestep samplers, and the training loss.
+
+Every objective is one regression on the clean data, L = E[w(t) ||x0_hat - x_0||^2],
+with a different weight per t (per data dimension; see docs/theory.md):
+
+  elbo     C_t = (snr_{t-1} - snr_t)/2 for t >= 2 and 1/(2 sigma_1^2) at t = 1 (Gaussian decoder)
+  simple   snr_t                (Ho's unweighted eps-MSE: ||eps_hat - eps||^2 = snr_t ||.||^2)
+  snr      max(snr_t, 1)        (truncated SNR, Salimans & Ho 2022)
+  min_snr  min(snr_t, gamma)    (Hang et al. 2023, gamma = 5)
+  p2       snr_t / (k + snr_t)^gamma  (Choi et al. 2022, k = 1, gamma = 1)
+  v        snr_t + 1            (v-MSE: ||v_hat - v||^2 = (snr_t + 1) ||.||^2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from . import diffusion as D
+from .errors import InputError
+from .schedules import NoiseSchedule
+
+Weighting = Literal["elbo", "simple", "snr", "min_snr", "p2", "v"]
+WEIGHTINGS: tuple[str, ...] = ("elbo", "simple", "snr", "min_snr", "p2", "v")
+TimestepSampling = Literal["uniform", "importance"]
+
+
+def loss_weights(schedule: NoiseSchedule, weighting: Weighting, *, gamma: float = 5.0,
+                 p2_k: float = 1.0, p2_gamma: float = 1.0,
+                 decoder_variance: float | None = None) -> torch.Tensor:
+    """w(t) on the per-dimension x0-MSE, float64 (T+1,), w[0] = 0.
+
+    ``elbo`` at t = 1 uses a Gaussian decoder with variance sigma_1^2 (beta_1 unless given),
+    whose -log-likelihood is ||x0_hat - x_0||^2 / (2 sigma_1^2) plus a constant.
+    """
+    snr = schedule.snr
+    if weighting == "elbo":
+        w = D.consistency_weight(schedule).clone()
+        var1 = float(schedule.beta[1]) if decoder_variance is None else decoder_variance
+        w[1] = 1.0 / (2.0 * var1)
+    elif weighting == "simple":
+        w = snr.clone()
+    elif weighting == "snr":
+        w = snr.clamp(min=1.0)
+    elif weighting == "min_snr":
+        w = snr.clamp(max=gamma)
+    elif weighting == "p2":
+        w = snr / (p2_k + snr) ** p2_gamma
+    elif weighting == "v":
+        w = snr + 1.0
+    else:
+        raise InputError(f"unknown weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    w[0] = 0.0
+    return w
+
+
+class TimestepSampler:
+    """Draws t in 1..T per example with probabilities p(t), and the importance weight 1/(T p(t)).
+
+    ``uniform``: p(t) = 1/T. ``importance``: iDDPM's loss-second-moment sampler, p(t) proportional
+    to sqrt(E[L_t^2]) over the last ``history`` losses seen at t, mixed with 1 % uniform; uniform
+    until every t has ``history`` entries (the warm-up). The loss is multiplied by 1/(T p(t)),
+    so its expectation is unchanged. State is plain tensors (``state_dict``) for exact resume.
+    """
+
+    def __init__(self, T: int, kind: TimestepSampling = "uniform", history: int = 10,
+                 uniform_mix: float = 0.01) -> None:
+        if kind not in ("uniform", "importance"):
+            raise InputError(f"unknown timestep sampling {kind!r}; "
+                             "choose 'uniform' or 'importance'")
+        self.T, self.kind, self.history, self.uniform_mix = T, kind, history, uniform_mix
+        self.loss_history = torch.zeros(T + 1, history, dtype=torch.float64)
+        self.counts = torch.zeros(T + 1, dtype=torch.int64)
+
+    def probabilities(self) -> torch.Tensor:
+        """p(t) as float64 (T+1,), p[0] = 0."""
+        p = torch.zeros(self.T + 1, dtype=torch.float64)
+        if self.kind == "uniform" or bool((self.counts[1:] < self.history).any()):
+            p[1:] = 1.0 / self.T
+            return p
+        rms = torch.sqrt((self.loss_history[1:] ** 2).mean(1))
+        p[1:] = rms / rms.sum()
+        p[1:] = p[1:] * (1.0 - self.uniform_mix) + self.uniform_mix / self.T
+        return p
+
+    def sample(self, batch: int, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(t int64 (B,), importance weight float64 (B,) = 1/(T p(t)))."""
+        p = self.probabilities()
+        t = torch.multinomial(p, batch, replacement=True, generator=generator)
+        weight = 1.0 / (self.T * p[t])
+        return t.to(device), weight.to(device)
+
+    def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record per-example losses at their t (detached, on CPU)."""
+        if self.kind != "importance":
+            return
+        for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):
+            k = int(self.counts[ti])
+            self.loss_history[ti, k % self.history] = li
+            self.counts[ti] += 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"loss_history": self.loss_history.clone(), "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.loss_history = state["loss_history"].clone().to(torch.float64)
+        self.counts = state["counts"].clone().to(torch.int64)
+
+
+@dataclass
+class LossOutput:
+    """loss: scalar to minimise; per_example: (B,) weighted losses; t: (B,) timesteps."""
+
+    loss: torch.Tensor
+    per_example: torch.Tensor
+    t: torch.Tensor
+    mse: torch.Tensor
+
+
+def diffusion_loss(denoiser, x0: torch.Tensor, weights: torch.Tensor, t: torch.Tensor,
+                   noise: torch.Tensor, importance: torch.Tensor | None = None,
+                   normalizer: float = 1.0) -> LossOutput:
+    """E[w(t) ||x0_hat(x_t, t) - x_0||^2 / D] / normalizer, optionally importance-weighted.
+
+    x0, noise: (B, ...); t: int64 (B,); weights: float64 (T+1,) from :func:`loss_weights`;
+    importance: (B,) = 1/(T p(t)) when t is not uniform. ``normalizer`` rescales to a
+    convenient magnitude (e.g. the mean of w over t) without changing the minimiser.
+    """
+    x_t = D.q_sample(denoiser.schedule, x0, t, noise)
+    x0_hat = denoiser.x0_hat(x_t, t)
+    mse = ((x0_hat.float() - x0.float()) ** 2).flatten(1).mean(1)
+    w = (weights.to(x0.device)[t] / normalizer).to(mse.dtype)
+    per = w * mse
+    if importance is not None:
+        per_for_loss = per * importance.to(per.dtype)
+    else:
+        per_for_loss = per
+    return LossOutput(loss=per_for_loss.mean(), per_example=per.detach(), t=t, mse=mse.detach())
