@@ -70,7 +70,7 @@ def figure_parameterizations(path: Path) -> None:
     for ax, sched in zip(axes, (linear(1000), cosine(1000))):
         t = torch.arange(1, sched.T + 1)
         for name, w in parameterization_weights(sched).items():
-            ax.plot(t, w[1:], label=name, **styles.get(name, {}))
+            ax.plot(t.numpy(), w[1:].numpy(), label=name, **styles.get(name, {}))
         ax.set_yscale("log")
         ax.set_xlabel("t")
         ax.set_title(f"{sched.name} schedule, T = {sched.T}")
@@ -101,9 +101,9 @@ def figure_trajectory(denoiser: Denoiser, shape: Sequence[int], path: Path,
     for j, t in enumerate(show):
         step = by_t[t]
         for i in range(n):
-            xt = step.x_t[i, 0].float()
+            xt = step.x_t[i, 0].float().numpy()
             axes[2 * i, j].imshow(xt, cmap="gray", vmin=float(xt.min()), vmax=float(xt.max()))
-            axes[2 * i + 1, j].imshow(step.x0_hat[i, 0].float().clamp(-1, 1), cmap="gray",
+            axes[2 * i + 1, j].imshow(step.x0_hat[i, 0].float().clamp(-1, 1).numpy(), cmap="gray",
                                       vmin=-1, vmax=1)
         axes[0, j].set_title(f"t = {t}", fontsize=8)
     for ax in axes.flat:

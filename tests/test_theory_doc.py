@@ -8,6 +8,7 @@ time (the kind of slip the guide warns about) and require the guide to fail.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -175,3 +176,41 @@ def test_the_guide_fails_when_a_formula_in_the_code_changes(mutant, monkeypatch)
     monkeypatch.setattr(module, name, replacement)
     with pytest.raises(AssertionError):
         run_doc()
+
+
+def _figures_module():
+    path = DOC.parents[1] / "examples" / "theory_figures.py"
+    spec = importlib.util.spec_from_file_location("theory_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parameterization_weights_are_the_mse_ratios_of_the_conversions():
+    from ddpmkit.schedules import cosine
+
+    figs = _figures_module()
+    sched = cosine(200)
+    w = figs.parameterization_weights(sched)
+    x0, noise = torch.randn(2, 4, 3, dtype=torch.float64)
+    x0_hat = x0 + torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([2, 50, 150, 200])
+    x_t = D.q_sample(sched, x0, t, noise)
+    err = ((x0_hat - x0) ** 2).sum(1)
+    for name, param in (("eps", "eps-MSE"), ("v", "v-MSE"), ("mu", "mu-MSE")):
+        pred = D.prediction_from_x0(sched, x_t, x0_hat, t, name)
+        target = D.prediction_from_x0(sched, x_t, x0, t, name)
+        key = next(k for k in w if k.startswith(param))
+        torch.testing.assert_close(((pred - target) ** 2).sum(1), w[key][t] * err, rtol=1e-7,
+                                   atol=0.0)
+
+
+def test_trajectory_figure_draws_x_t_and_x0_hat_of_a_denoiser(tmp_path):
+    from ddpmkit.denoiser import Denoiser
+    from ddpmkit.schedules import cosine
+
+    figs = _figures_module()
+    den = Denoiser(lambda x, t: 0.5 * torch.tanh(x), cosine(20), "x0")
+    out = tmp_path / "trajectory.png"
+    figs.figure_trajectory(den, (2, 1, 8, 8), out, show_t=(20, 10, 1))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
