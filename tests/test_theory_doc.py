@@ -97,6 +97,20 @@ def test_the_guide_shows_both_forms_of_C_t_and_the_decoder():
         assert (DOC.parent / img).is_file(), f"the guide shows a missing image {img}"
 
 
+def _github_anchor(heading: str) -> str:
+    """GitHub's heading id: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_contents_links_point_at_headings():
+    text = DOC.read_text(encoding="utf-8")
+    prose = FENCE.sub("", text)  # python comments are not headings
+    anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", prose, re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 9
+    assert set(links) <= anchors, sorted(set(links) - anchors)
+
+
 # ---- the guide must fail when a formula in the code changes ------------------------------
 def _prev(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:1], x[:-1]])
