@@ -1,0 +1,358 @@
+"""Our U-Net against denoising-diffusion-pytorch's Unet and diffusers' UNet2DModel, same size.
+
+    make bench        # creates/refreshes .venv-bench, then runs this script
+    .venv-bench/bin/python benchmarks/bench_nets.py [--repeats 5] [--quick]
+
+For each setting (28x28x1 batch 64 with our ``mnist`` preset; 32x32x3 batch 32 with our
+``cifar10`` preset, Ho et al.'s 35.7M model) it builds our net and one peer per library with
+the same parameter count (+-10 %):
+- diffusers UNet2DModel with our exact layout (widths, blocks per level, attention levels,
+  GroupNorm 32, one attention head): the same 35.7M / 6.47M parameters, the same FLOPs;
+- denoising-diffusion-pytorch Unet with the same ``dim_mults`` and its own layout, ``dim``
+  chosen to match our parameter count.
+Then, in one process, interleaved (every round runs each net once, in turn), after a warm-up
+round, median over ``--repeats`` rounds (>= 5):
+  (a) training step images/s: forward + MSE + backward + AdamW (fused where torch has it,
+      the same optimizer for every net);
+  (b) sampling: network evaluations (images) per second at batch 64, under inference_mode;
+  (c) achieved training FLOP/s (torch.utils.flop_counter on one step) as a share of the
+      machine's peak = the better of a 2048^2 float32 matmul and a channels_last 3x3 conv
+      (b64, 64->64, 32x32), both timed here in the same rounds (the NCHW conv is recorded too).
+Writes benchmarks/results/nets_<date>.json (keys name each ratio, e.g.
+``train_ratio_vs_diffusers``) and the table in docs/benchmarks.md under
+"## Networks: training and sampling speed" (other sections of that file are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ddpmkit.nets import build_net, count_parameters, preset
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Networks: training and sampling speed"
+T = 1000
+
+
+# ---- peers -------------------------------------------------------------------------------
+class DiffusersNet(nn.Module):
+    """diffusers' UNet2DModel as net(x_t, t) -> tensor (what a user of it would write)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x, t).sample
+
+
+def diffusers_peer(cfg, size: int) -> nn.Module:
+    from diffusers import UNet2DModel
+
+    widths = tuple(cfg.ch * m for m in cfg.ch_mult)
+    levels = range(len(widths))
+    down = tuple("AttnDownBlock2D" if i in cfg.attn_levels else "DownBlock2D" for i in levels)
+    up = tuple("AttnUpBlock2D" if i in cfg.attn_levels else "UpBlock2D"
+               for i in reversed(levels))
+    model = UNet2DModel(
+        sample_size=size, in_channels=cfg.in_channels, out_channels=cfg.in_channels,
+        block_out_channels=widths, layers_per_block=cfg.num_res_blocks,
+        down_block_types=down, up_block_types=up, attention_head_dim=None,
+        norm_num_groups=cfg.norm_groups, dropout=cfg.dropout, add_attention=cfg.mid_attn,
+    )
+    return DiffusersNet(model)
+
+
+def ddpm_pytorch_peer(cfg, target_params: int) -> tuple[nn.Module, int]:
+    from denoising_diffusion_pytorch import Unet
+
+    def make(dim: int) -> nn.Module:
+        return Unet(dim=dim, dim_mults=cfg.ch_mult, channels=cfg.in_channels,
+                    dropout=cfg.dropout)
+
+    dims = range(8, 513, 4)
+    counts = {d: count_parameters(make(d)) for d in dims
+              if abs(count_parameters(make(d)) - target_params) < 0.5 * target_params}
+    best = min(counts, key=lambda d: abs(counts[d] - target_params))
+    return make(best), best
+
+
+# ---- timing helpers ----------------------------------------------------------------------
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def peak_probes() -> dict[str, tuple[Callable[[], object], float]]:
+    """name -> (call, FLOPs per call) for the machine-peak probes."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    conv = nn.Conv2d(64, 64, 3, padding=1).eval()
+    x_cl = torch.randn(64, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    x_nchw = x_cl.contiguous()
+    conv_flops = 2.0 * 64 * 64 * 9 * 32 * 32 * 64
+
+    def run_conv(x: torch.Tensor) -> Callable[[], object]:
+        def f() -> object:
+            with torch.inference_mode():
+                return conv(x)
+        return f
+
+    return {
+        "matmul_2048": (lambda: a @ b, 2.0 * 2048**3),
+        "conv3x3_channels_last": (run_conv(x_cl), conv_flops),
+        "conv3x3_nchw": (run_conv(x_nchw), conv_flops),
+    }
+
+
+def make_optimizer(net: nn.Module) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+
+def train_step_fn(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+                  t: torch.Tensor) -> Callable[[], object]:
+    def step() -> object:
+        opt.zero_grad(set_to_none=True)
+        loss = (net(x, t) - x).square().mean()
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def sample_fn(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> Callable[[], object]:
+    def call() -> object:
+        with torch.inference_mode():
+            return net(x, t)
+    return call
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+# ---- the benchmark -----------------------------------------------------------------------
+SETTINGS = {
+    # name: (preset, C, H=W, train batch)
+    "28x28x1": ("mnist", 1, 28, 64),
+    "32x32x3": ("cifar10", 3, 32, 32),
+}
+SAMPLE_BATCH = 64
+
+
+def run(repeats: int, settings: list[str], log: Callable[[str], None]) -> dict:
+    torch.manual_seed(0)
+    load_before = os.getloadavg()
+    probes = peak_probes()
+    cases: dict[str, dict] = {}  # case name -> info + callables
+    for s in settings:
+        pname, C, H, B = SETTINGS[s]
+        cfg = preset(pname)
+        ours = build_net(cfg)
+        n_ours = count_parameters(ours)
+        dif = diffusers_peer(cfg, H)
+        ddp, ddp_dim = ddpm_pytorch_peer(cfg, n_ours)
+        nets = {"ours": (ours, f"ddpmkit preset {pname!r}"),
+                "diffusers": (dif, "UNet2DModel, our layout"),
+                "ddpm_pytorch": (ddp, f"Unet(dim={ddp_dim}, dim_mults={cfg.ch_mult})")}
+        x, t = torch.randn(B, C, H, H), torch.randint(1, T + 1, (B,))
+        xs, ts = torch.randn(SAMPLE_BATCH, C, H, H), torch.randint(1, T + 1, (SAMPLE_BATCH,))
+        for name, (net, desc) in nets.items():
+            n = count_parameters(net)
+            if abs(n - n_ours) > 0.1 * n_ours:
+                raise RuntimeError(f"{s} {name}: {n} parameters vs ours {n_ours} (> 10 %)")
+            net.train()
+            opt = make_optimizer(net)
+            step = train_step_fn(net, opt, x, t)
+            cases[f"{s}/{name}"] = {
+                "setting": s, "net": name, "desc": desc, "params": n, "batch": B,
+                "train": step, "sample": sample_fn(net, xs, ts),
+                "train_flops": count_flops(step), "sample_flops": count_flops(
+                    sample_fn(net, xs, ts)),
+                "train_s": [], "sample_s": [],
+            }
+            log(f"built {s:8s} {name:13s} {n / 1e6:7.3f}M params  ({desc})")
+
+    peak_s: dict[str, list[float]] = {k: [] for k in probes}
+    for r in range(repeats + 1):  # round 0 is the warm-up
+        for k, (fn, _) in probes.items():
+            fn()
+            dt_ = statistics.median(timed(fn) for _ in range(3))
+            if r:
+                peak_s[k].append(dt_)
+        for key, c in cases.items():
+            for what in ("train", "sample"):
+                dt_ = timed(c[what])
+                if r:
+                    c[f"{what}_s"].append(dt_)
+            if r:
+                log(f"round {r}/{repeats} {key:24s} train {c['train_s'][-1]:6.2f}s  "
+                    f"sample {c['sample_s'][-1]:6.2f}s")
+        if not r:
+            log("warm-up round done")
+
+    peak = {k: probes[k][1] / statistics.median(v) / 1e9 for k, v in peak_s.items()}
+    peak_gflops = max(peak["matmul_2048"], peak["conv3x3_channels_last"])
+    out: dict = {
+        "meta": {
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "repeats": repeats, "warmup_rounds": 1, "sample_batch": SAMPLE_BATCH,
+            "loadavg_before": [round(v, 2) for v in load_before],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+            "versions": _versions(),
+        },
+        "peak_gflops": {**{k: round(v, 1) for k, v in peak.items()},
+                        "peak": round(peak_gflops, 1)},
+        "settings": {},
+    }
+    for s in settings:
+        res: dict = {"nets": {}}
+        for c in cases.values():
+            if c["setting"] != s:
+                continue
+            tr, sa = statistics.median(c["train_s"]), statistics.median(c["sample_s"])
+            gflops = c["train_flops"] / tr / 1e9
+            res["nets"][c["net"]] = {
+                "desc": c["desc"], "params": c["params"], "train_batch": c["batch"],
+                "train_step_s_median": round(tr, 4),
+                "train_step_s_all": [round(v, 4) for v in c["train_s"]],
+                "train_images_per_s": round(c["batch"] / tr, 2),
+                "train_gflop_per_step": round(c["train_flops"] / 1e9, 2),
+                "train_gflops_achieved": round(gflops, 1),
+                "train_peak_share": round(gflops / peak_gflops, 3),
+                "sample_evals_per_s": round(SAMPLE_BATCH / sa, 2),
+                "sample_gflops_achieved": round(c["sample_flops"] / sa / 1e9, 1),
+            }
+        nets = res["nets"]
+        for what, k in (("train", "train_images_per_s"), ("sample", "sample_evals_per_s")):
+            for peer in ("diffusers", "ddpm_pytorch"):
+                res[f"{what}_ratio_vs_{peer}"] = round(nets["ours"][k] / nets[peer][k], 3)
+            res[f"{what}_ratio_vs_faster_peer"] = min(res[f"{what}_ratio_vs_diffusers"],
+                                                      res[f"{what}_ratio_vs_ddpm_pytorch"])
+        out["settings"][s] = res
+    return out
+
+
+def _versions() -> dict[str, str]:
+    v = {}
+    for mod in ("diffusers", "denoising_diffusion_pytorch"):
+        try:
+            from importlib.metadata import version
+            v[mod] = version(mod.replace("_", "-"))
+        except Exception:  # noqa: BLE001
+            v[mod] = "?"
+    return v
+
+
+# ---- the doc -----------------------------------------------------------------------------
+def table(res: dict) -> str:
+    m, pk = res["meta"], res["peak_gflops"]
+    lines = [
+        SECTION, "",
+        "Our U-Net (`ddpmkit.nets`) against the nets a user would pick instead, at the same",
+        "parameter count, timed in one process, interleaved, after a warm-up round, median of",
+        f"{m['repeats']} rounds. Produced by:", "",
+        "```bash", "make bench   # = .venv-bench/bin/python benchmarks/bench_nets.py", "```", "",
+        f"Run {m['date']}: torch {m['torch']}, {m['threads']} threads on {m['cpu_count']} "
+        f"cores ({m['cpu']}), diffusers {m['versions']['diffusers']}, "
+        f"denoising-diffusion-pytorch {m['versions']['denoising_diffusion_pytorch']}; "
+        f"load average {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after "
+        "(the machine is shared: absolute numbers are noisy, the interleaved ratios are what "
+        "counts).", "",
+        f"Measured peak: matmul 2048^2 {pk['matmul_2048']} GFLOP/s, channels_last 3x3 conv "
+        f"{pk['conv3x3_channels_last']} GFLOP/s (NCHW: {pk['conv3x3_nchw']}); "
+        f"peak = {pk['peak']} GFLOP/s.", "",
+        "| setting | net | params | train img/s | ours / net | train GFLOP/s | "
+        "share of peak | sample evals/s (b64) | ours / net |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s, r in res["settings"].items():
+        o = r["nets"]["ours"]
+        for name, n in r["nets"].items():
+            tr_r = o["train_images_per_s"] / n["train_images_per_s"]
+            sa_r = o["sample_evals_per_s"] / n["sample_evals_per_s"]
+            tr = "" if name == "ours" else f"**{tr_r:.2f}x**"
+            sa = "" if name == "ours" else f"{sa_r:.2f}x"
+            lines.append(
+                f"| {s} b{n['train_batch']} | {name}: {n['desc']} | {n['params'] / 1e6:.2f}M | "
+                f"{n['train_images_per_s']:.2f} | {tr} | {n['train_gflops_achieved']:.1f} | "
+                f"{100 * n['train_peak_share']:.0f} % | {n['sample_evals_per_s']:.1f} | {sa} |")
+    lines += ["", "JSON: `benchmarks/results/` (keys `train_ratio_vs_diffusers`, "
+              "`train_ratio_vs_ddpm_pytorch`, `train_ratio_vs_faster_peer`, `sample_ratio_vs_*`, "
+              "`train_peak_share`).", ""]
+    return "\n".join(lines)
+
+
+def write_doc(section: str, notes: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    block = section + ("\n" + notes.strip() + "\n" if notes.strip() else "")
+    if SECTION in text:
+        head, rest = text.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+NOTES_FILE = ROOT / "benchmarks" / "nets_notes.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (>= 5; default 5)")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default results/nets_<date>)")
+    p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = p.parse_args(argv)
+    if args.repeats < 5:
+        p.error("--repeats must be >= 5 (medians of fewer rounds are too noisy here)")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    log(f"load average before: {os.getloadavg()[0]:.2f}")
+    res = run(args.repeats, args.settings, log)
+    out = args.out or ROOT / "benchmarks" / "results" / (
+        f"nets_{dt.datetime.now():%Y%m%d_%H%M%S}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    section = table(res)
+    print("\n" + section)
+    for s, r in res["settings"].items():
+        print(f"{s}: train_ratio_vs_faster_peer={r['train_ratio_vs_faster_peer']}  "
+              f"ours peak share={r['nets']['ours']['train_peak_share']}")
+    print(f"wrote {out}")
+    if not args.no_doc and set(args.settings) == set(SETTINGS):
+        write_doc(section, NOTES_FILE.read_text() if NOTES_FILE.exists() else "")
+        print(f"updated {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
