@@ -21,6 +21,13 @@ fresh real digits score. Read a result as "FD 6.1 (real data: 1.9)". FD is biase
 small N, so compare numbers only at the same N >= 1797 (the default n; the size of the full
 digits set); the floor uses all 450 held-out images, so it carries more small-sample bias than
 a 1797-sample FD and is a conservative (high) floor.
+
+What the numbers mean (measured with the shipped net, default reference; 1797 images unless
+said): floor (450 held-out digits) 2.69; all 1797 real digits 0.17 (75 % are the reference);
+real digits + N(0, 0.1²) pixel noise 2.2, + N(0, 0.2²) 10; real digits without the 8s (n =
+1623) 6.1, without 3s and 8s 19; only classes 0-4 174; shifted one pixel 38; uniform noise 667.
+A model that drops one class can stay within ~2.3x the floor: look at
+``np.bincount(classify_digits(samples), minlength=10)`` too.
 """
 
 from __future__ import annotations
