@@ -226,3 +226,16 @@ def test_real_mnist_has_the_official_split_and_label_counts(real_mnist_cache):
     assert d.levels == 256 and float(d.train.min()) == -1.0 and float(d.train.max()) == 1.0
     assert np.bincount(d.train_labels.numpy()).tolist() == MNIST_TRAIN_COUNTS
     assert np.bincount(d.test_labels.numpy()).tolist() == MNIST_TEST_COUNTS
+
+
+# Debian's dataset-fashion-mnist (MIT) installs the four .gz IDX files here
+FASHION_DIR = os.environ.get("DDPMKIT_FASHION_DIR", "/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
+                    reason=f"{FASHION_DIR} missing: apt-get install dataset-fashion-mnist")
+def test_debian_fashion_mnist_folder_loads_with_balanced_classes():
+    d = load_dataset(FASHION_DIR)
+    assert d.train.shape == (60000, 1, 28, 28) and d.test.shape == (10000, 1, 28, 28)
+    assert np.bincount(d.train_labels.numpy()).tolist() == [6000] * 10
+    assert np.bincount(d.test_labels.numpy()).tolist() == [1000] * 10
