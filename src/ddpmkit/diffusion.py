@@ -250,10 +250,13 @@ def mean_weight(schedule: NoiseSchedule, variance: Variance = "small") -> torch.
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(q(x_T | x_0) || N(0, I)) elementwise, (B, ...), in nats."""
     ab_T = schedule.alpha_bar[-1].item()
-    omab_T = schedule.one_minus_alpha_bar[-1].item()
-    mean = math.sqrt(ab_T) * x0
-    # 1/2 (ab_T x0^2 + (1 - ab_T) - 1 - log(1 - ab_T)), with log1p for small ab_T
-    return 0.5 * (mean**2 - ab_T - math.log(omab_T))
+    # 1/2 (ab_T x0^2 + (1 - ab_T) - 1 - log(1 - ab_T)); the constant -ab_T - log(1 - ab_T) is
+    # ab_T^2/2 + ab_T^3/3 + ..., which cancels catastrophically when ab_T is tiny (cosine T)
+    if ab_T < 1e-4:
+        const = ab_T**2 / 2 + ab_T**3 / 3 + ab_T**4 / 4
+    else:
+        const = -ab_T - math.log1p(-ab_T)
+    return 0.5 * (ab_T * x0**2 + const)
 
 
 def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor,

@@ -43,6 +43,11 @@ class NoiseSchedule:
     beta: torch.Tensor
     timesteps: torch.Tensor
     name: str = "custom"
+    #: alpha_bar_t and 1 - alpha_bar_t, (T+1,) float64. Computed from beta when not given; a
+    #: respaced chain passes the original chain's values at the kept steps so that they stay
+    #: exact (re-deriving them as products of 1 - beta' loses digits where beta' is near 1).
+    alpha_bar: torch.Tensor = None  # type: ignore[assignment]
+    one_minus_alpha_bar: torch.Tensor = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         beta = self.beta
@@ -64,6 +69,16 @@ class NoiseSchedule:
         ts = self.timesteps
         if ts[0].item() != 0 or (ts[1:] <= ts[:-1]).any():
             raise InputError("timesteps must start at 0 and increase strictly")
+        if self.alpha_bar is None:
+            object.__setattr__(self, "alpha_bar", torch.cumprod(1.0 - beta, dim=0))
+        if self.one_minus_alpha_bar is None:
+            # -expm1(sum log alpha_s) keeps the digits of 1 - alpha_bar near t = 1; + 0.0 turns
+            # -0.0 at t = 0 into +0.0 so that snr[0] = +inf, not -inf
+            omab = -torch.expm1(torch.cumsum(torch.log1p(-beta), dim=0)) + 0.0
+            object.__setattr__(self, "one_minus_alpha_bar", omab)
+        for tab in (self.alpha_bar, self.one_minus_alpha_bar):
+            if tab.dtype != torch.float64 or tab.shape != beta.shape:
+                raise InputError("alpha_bar tables must be float64 with the same length as beta")
 
     # ---- derived tables (float64, length T+1) -------------------------------------------
     @property
@@ -75,17 +90,6 @@ class NoiseSchedule:
     def alpha(self) -> torch.Tensor:
         """alpha_t = 1 - beta_t; alpha[0] = 1."""
         return 1.0 - self.beta
-
-    @property
-    def alpha_bar(self) -> torch.Tensor:
-        """alpha_bar_t = prod_{s<=t} alpha_s; alpha_bar[0] = 1 exactly."""
-        return torch.cumprod(self.alpha, dim=0)
-
-    @property
-    def one_minus_alpha_bar(self) -> torch.Tensor:
-        """1 - alpha_bar_t, computed as -expm1(sum log alpha_s) so it keeps digits near t = 1."""
-        # + 0.0 turns expm1's -0.0 at t = 0 into +0.0, so that snr[0] = +inf, not -inf
-        return -torch.expm1(torch.cumsum(torch.log1p(-self.beta), dim=0)) + 0.0
 
     @property
     def snr(self) -> torch.Tensor:
@@ -237,6 +241,8 @@ def spaced_timesteps(schedule: NoiseSchedule, steps: int,
         raise InputError(f"steps = {steps} exceeds the schedule's T = {T}; use steps <= {T}")
     if steps == T:
         return list(range(1, T + 1))
+    if steps == 1:
+        return [T]  # one jump from x_T to x_0
     if spacing == "uniform":
         raw = torch.linspace(1, T, steps, dtype=torch.float64).round().long().tolist()
     elif spacing == "trailing":
@@ -281,11 +287,12 @@ def respace(schedule: NoiseSchedule, steps: int | Sequence[int],
             raise InputError(
                 f"kept timesteps must increase strictly within 1..{schedule.T}; got {kept[:8]}..."
             )
+    if len(kept) == schedule.T:
+        return schedule  # the identity (tables are immutable by convention)
     idx = torch.tensor([0, *kept], dtype=torch.int64)
     ab = schedule.alpha_bar[idx]
     beta = 1.0 - ab[1:] / ab[:-1]
-    if len(kept) == schedule.T:
-        beta = schedule.beta[1:].clone()  # bit-exact identity, not a re-derivation
     full = torch.cat([torch.zeros(1, dtype=torch.float64), beta])
-    name = schedule.name if len(kept) == schedule.T else f"{schedule.name}/respaced({len(kept)})"
-    return NoiseSchedule(beta=full, timesteps=schedule.timesteps[idx].clone(), name=name)
+    return NoiseSchedule(beta=full, timesteps=schedule.timesteps[idx].clone(),
+                         name=f"{schedule.name}/respaced({len(kept)})", alpha_bar=ab.clone(),
+                         one_minus_alpha_bar=schedule.one_minus_alpha_bar[idx].clone())
