@@ -12,6 +12,7 @@ so Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) lo
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 from pathlib import Path
@@ -52,7 +53,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
                          "the file is corrupt or incomplete, download it again")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = head + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = head + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise InputError(f"{name}: IDX size mismatch: header says shape {shape} "
                          f"({expected} bytes) but the file has {len(data)} bytes; "
