@@ -29,5 +29,21 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# `make bench`: our nets against denoising-diffusion-pytorch and diffusers, same size, on this
+# machine (docs/benchmarks.md). Its own venv: the peers need torchvision, which does not import
+# beside the CPU torch pin, so the bench venv uses torch 2.14.1 + torchvision 0.29.1.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_TORCH := torch==2.14.1 torchvision==0.29.1
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q $(BENCH_TORCH)
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/bench_nets.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache runs
