@@ -3,6 +3,8 @@
     python examples/theory_figures.py                    # weights figures (seconds)
     python examples/theory_figures.py --trajectory RUN   # x_t and x0_hat from a trained run
 
+RUN is a digits run directory, e.g. from ``ddpmkit train --data digits --out RUN --minutes 10``.
+
 Writes docs/img/theory_weights.png (``ddpmkit.plots.plot_weights``),
 docs/img/theory_parameterizations.png (the unweighted MSE of each parameterization as a weight
 on the x0-MSE, against the ELBO's C_t) and, with ``--trajectory``, docs/img/theory_trajectory.png
@@ -119,18 +121,12 @@ def figure_trajectory(denoiser: Denoiser, shape: Sequence[int], path: Path,
 
 
 def load_trained_denoiser(run: str) -> Denoiser:
-    """The EMA denoiser of a run directory written by ``ddpmkit train``.
-
-    Needs the trainer (``ddpmkit.train``); until it has landed this raises SystemExit.
-    """
+    """The EMA denoiser of the newest valid checkpoint of a run written by ``ddpmkit train``."""
     try:
-        from ddpmkit import train  # noqa: F401
-    except ImportError as err:
-        raise SystemExit(
-            "the trajectory figure needs a model trained with ddpmkit.train, which is not "
-            "available yet; run without --trajectory for the other figures"
-        ) from err
-    raise SystemExit(f"loading {run}: wire this to ddpmkit.train's checkpoint loader")
+        from ddpmkit.train import load_denoiser
+    except ImportError as err:  # the trainer is newer than this figure script
+        raise SystemExit("the trajectory figure needs ddpmkit.train (the trainer)") from err
+    return load_denoiser(run, ema=True).denoiser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
