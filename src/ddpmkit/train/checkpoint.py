@@ -1,0 +1,235 @@
+"""Checkpoints: safetensors + JSON, content-hashed, written atomically, never unpickled.
+
+Layout (DESIGN.md contract)::
+
+    RUN_DIR/config.json
+    RUN_DIR/checkpoints/step_0001000/{model,ema,optim}.safetensors
+    RUN_DIR/checkpoints/step_0001000/state.json   # step, RNG states, data position, hashes
+
+A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX-PID`` and renamed into place only
+when every file is written and synced, so a crash leaves either no checkpoint or a whole one.
+``state.json`` holds the sha256 of each tensor file and of config.json; loading checks every
+hash, the step and the tensor names/shapes before any weight is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError
+from ..io import atomic_write_json
+
+FORMAT = "ddpmkit-checkpoint/1"
+TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optim.safetensors")
+STEP_DIR = re.compile(r"^step_(\d{7,})$")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def encode_tensor(t: torch.Tensor) -> str:
+    """A uint8 RNG state as base64 text for state.json."""
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def decode_tensor(s: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """Flatten an optimizer's state into safetensors-ready tensors + JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if not isinstance(val, torch.Tensor):
+                val = torch.tensor(val)
+            tensors[f"state.{idx}.{key}"] = val
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           param_groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, val in tensors.items():
+        if not name.startswith("state."):
+            continue
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = val
+    opt.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: dict[str, torch.Tensor],
+                    ema: dict[str, torch.Tensor], optim: dict[str, torch.Tensor],
+                    state: dict[str, Any], keep: int = 3) -> Path:
+    """Write checkpoints/step_XXXXXXX atomically; keep the newest ``keep`` checkpoints."""
+    run_dir = Path(run_dir)
+    ckdir = run_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / step_dir_name(step)
+    tmp = ckdir / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        hashes = {}
+        for name, sd in zip(TENSOR_FILES, (model, ema, optim)):
+            save_file(_contiguous(sd), str(tmp / name))
+            hashes[name] = sha256_file(tmp / name)
+        cfg = run_dir / "config.json"
+        full_state = {"format": FORMAT, "step": step, **state, "hashes": hashes,
+                      "config_sha256": sha256_file(cfg) if cfg.exists() else None}
+        atomic_write_json(tmp / "state.json", full_state)
+        for name in TENSOR_FILES:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():  # re-saving a step (e.g. after a resume): swap, then drop the old
+            old = ckdir / f".old-{step_dir_name(step)}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(ckdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """step_* directories of a run, oldest first (temporary ones are ignored)."""
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckdir.iterdir()
+             if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    step: int
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optim: dict[str, torch.Tensor]
+
+
+def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None = None,
+                      load_optim: bool = True) -> LoadedCheckpoint:
+    """Load a checkpoint after checking it; InputError naming the first problem found.
+
+    Checks: state.json parses and has this format; its step matches the folder name; every
+    tensor file exists and has the recorded sha256; safetensors parses it; and, when run_dir
+    is given, config.json has the hash recorded at save time.
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    sj = path / "state.json"
+    if not sj.is_file():
+        raise InputError(f"{where}: state.json is missing (not a checkpoint, or a partial one)")
+    try:
+        state = json.loads(sj.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{where}: state.json is not valid JSON ({e})") from None
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt != FORMAT:
+        raise InputError(f"{where}: unknown format {fmt!r}; expected {FORMAT}")
+    m = STEP_DIR.match(path.name)
+    step = state.get("step")
+    if m and (not isinstance(step, int) or int(m.group(1)) != step):
+        raise InputError(f"{where}: state.json says step {step!r} but the folder is step "
+                         f"{int(m.group(1))}; the checkpoint is inconsistent")
+    hashes = state.get("hashes") or {}
+    tensors = {}
+    for name in TENSOR_FILES:
+        f = path / name
+        if name == "optim.safetensors" and not load_optim:
+            continue
+        if not f.is_file():
+            raise InputError(f"{where}: {name} is missing")
+        if hashes.get(name) != sha256_file(f):
+            raise InputError(f"{where}: {name} does not match its recorded sha256 "
+                             "(truncated or corrupted file)")
+        try:
+            tensors[name] = load_file(str(f))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{where}: {name} is not a readable safetensors file ({e})") from None
+    if run_dir is not None and state.get("config_sha256"):
+        cfg = Path(run_dir) / "config.json"
+        if cfg.is_file() and sha256_file(cfg) != state["config_sha256"]:
+            raise InputError(f"{where}: config.json changed since this checkpoint was written; "
+                             "restore it or start a new run directory")
+    return LoadedCheckpoint(path=path, step=int(step), state=state,
+                            model=tensors["model.safetensors"], ema=tensors["ema.safetensors"],
+                            optim=tensors.get("optim.safetensors", {}))
+
+
+def newest_valid_checkpoint(run_dir: str | os.PathLike, load_optim: bool = True,
+                            ) -> tuple[LoadedCheckpoint | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and the (path, reason) of each newer one skipped."""
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return verify_checkpoint(path, run_dir, load_optim=load_optim), skipped
+        except InputError as e:
+            skipped.append((path, str(e)))
+    return None, skipped
+
+
+def check_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    """Names and shapes of ``sd`` must equal the module's; else InputError naming the first."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    if missing or extra:
+        raise InputError(f"{what} does not fit this network: missing {missing[:3]}, unexpected "
+                         f"{extra[:3]} (was it saved with another architecture?)")
+    for k, v in own.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise InputError(f"{what} does not fit this network: {k} has shape "
+                             f"{tuple(sd[k].shape)}, expected {tuple(v.shape)}")
+        if not torch.isfinite(sd[k]).all() if sd[k].is_floating_point() else False:
+            raise InputError(f"{what}: tensor {k} holds NaN or Inf")
