@@ -226,10 +226,16 @@ def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small") -> 
 
     1/2 (log(sigma_t^2 / sigma_q^2) + sigma_q^2 / sigma_t^2 - 1); 0 for "small"; nan at t < 2.
     """
-    var_q = posterior_tables(schedule)[2]
-    var_p = model_variance_table(schedule, variance)
-    r = var_q / var_p
-    out = 0.5 * (-torch.log(r) + r - 1.0)
+    if variance == "small":
+        out = torch.zeros_like(schedule.beta)
+    elif variance == "large":
+        # r = sigma_q^2 / beta_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t), so
+        # d = r - 1 = -alpha_bar_{t-1} beta_t / (1 - alpha_bar_t) exactly; then
+        # 1/2 (r - 1 - log r) = 1/2 (d - log1p(d)) without the cancellation near r = 1
+        d = -_prev(schedule.alpha_bar) * schedule.beta / schedule.one_minus_alpha_bar
+        out = 0.5 * (d - torch.log1p(d))
+    else:
+        raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     out[:2] = float("nan")
     return out
 

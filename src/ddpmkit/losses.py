@@ -131,7 +131,9 @@ def diffusion_loss(denoiser, x0: torch.Tensor, weights: torch.Tensor, t: torch.T
     """
     x_t = D.q_sample(denoiser.schedule, x0, t, noise)
     x0_hat = denoiser.x0_hat(x_t, t)
-    mse = ((x0_hat.float() - x0.float()) ** 2).flatten(1).mean(1)
+    # half-precision outputs (bf16 autocast) are promoted; float32/float64 stay as they are
+    dtype = torch.promote_types(x0.dtype, torch.float32)
+    mse = ((x0_hat.to(dtype) - x0.to(dtype)) ** 2).flatten(1).mean(1)
     w = (weights.to(x0.device)[t] / normalizer).to(mse.dtype)
     per = w * mse
     if importance is not None:
