@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "ddpmkit"
 LAYER = {
     "errors": 0, "io": 0, "schedules": 1, "nets": 1, "data": 1, "diffusion": 2,
     "denoiser": 3, "losses": 3, "equivalence": 3, "likelihood": 4, "samplers": 4,
-    "metrics": 4, "calibrate": 5, "plots": 5, "train": 6, "report": 7, "evaluate": 7,
+    "metrics": 4, "calibrate": 5, "plots": 5, "generate": 5, "train": 6, "report": 7, "evaluate": 7,
     "distributed": 6, "cli": 8, "__main__": 9, "__init__": 9,
 }
 PURE_MATHS = {"schedules", "diffusion", "losses", "likelihood", "equivalence"}

@@ -152,10 +152,34 @@ class Dist:
 
     rank: int = 0
     world: int = 1
+    backend: str | None = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as td
+
+            td.barrier()
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-shaped tensors from every rank along dim 0, in rank order."""
+        if self.world == 1:
+            return x
+        import torch.distributed as td
+
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        td.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as td
+
+            if td.is_initialized():
+                td.destroy_process_group()
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, str]:
@@ -173,8 +197,24 @@ def _set_rng_state(gen: torch.Generator, st: dict[str, str]) -> None:
         torch.cuda.set_rng_state(decode_tensor(st["torch_cuda"]))
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, run: Run, is_main: bool) -> None:
-    """Refuse to overwrite an existing run without --resume; write config.json on a new run."""
+def prepare_run_dir(run_dir: Path, resume: bool, run: Run, dist: Dist) -> None:
+    """Refuse to overwrite an existing run without --resume; write config.json on a new run.
+
+    Every rank checks before any rank writes (so all fail alike); rank 0 writes."""
+    _check_run_dir(run_dir, resume, run)
+    dist.barrier()
+    if dist.is_main and not (resume and (run_dir / "config.json").is_file()):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+        if not os.access(run_dir, os.W_OK):
+            raise InputError(f"run directory {run_dir} is not writable")
+        atomic_write_json(run_dir / "config.json", run.to_json())
+    dist.barrier()
+
+
+def _check_run_dir(run_dir: Path, resume: bool, run: Run) -> None:
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise InputError(f"run directory {run_dir} already exists; pass --resume to continue it "
@@ -190,14 +230,11 @@ def prepare_run_dir(run_dir: Path, resume: bool, run: Run, is_main: bool) -> Non
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {run_dir} exists and is not a directory")
-    if is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create run directory {run_dir}: {e.strerror}") from None
-        if not os.access(run_dir, os.W_OK):
-            raise InputError(f"run directory {run_dir} is not writable")
-        atomic_write_json(cfg_path, run.to_json())
+    parent = run_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot create run directory {run_dir}: {parent} is not writable")
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -235,7 +272,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         raise InputError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} "
                          "processes; choose a multiple")
     run = make_run(cfg, data)
-    prepare_run_dir(run_dir, resume, run, dist.is_main)
+    prepare_run_dir(run_dir, resume, run, dist)
     torch.manual_seed(cfg.seed)
     denoiser = run.build_denoiser().to(device)
     net = denoiser.net
@@ -312,10 +349,16 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     def done() -> bool:
         if cfg.steps is not None:
             return step >= cfg.steps
-        return elapsed() >= budget_s  # type: ignore[operator]
+        over = torch.tensor([float(elapsed() >= budget_s)])  # type: ignore[operator]
+        if dist.world > 1:  # every rank must stop at the same step: rank 0's clock decides
+            import torch.distributed as td
+
+            td.broadcast(over, src=0)
+        return bool(over.item())
 
     net.train()
-    while not done():
+    finished = done()
+    while not finished:
         if stop_after is not None and steps_this_call >= stop_after:
             if bar is not None:
                 bar.close()
@@ -354,18 +397,20 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         else:
             opt.step()
             ema.update(net)
-            ts.update(t_l, out.per_example)
+            if cfg.timesteps == "importance":  # every rank keeps the same history
+                ts.update(dist.all_gather(t_l), dist.all_gather(out.per_example))
             win.add(out, gn.item(), sched.T)
             last = loss.item()
         step += 1
         steps_this_call += 1
+        finished = done()
         win.imgs += cfg.batch_size
         win.seconds += time.perf_counter() - t_step
         if bar is not None:
             bar.update(1)
             if last is not None:
                 bar.set_postfix(loss=f"{last:.4f}", refresh=False)
-        if step % cfg.log_every == 0 or done():
+        if step % cfg.log_every == 0 or finished:
             rec = win.record(step, lr_at(cfg, step - 1), elapsed())
             if dist.is_main:
                 with open(log_file, "a") as f:
@@ -373,9 +418,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                 if on_log is not None:
                     on_log(rec)
             win = _Window()
-        if step % cfg.checkpoint_every == 0 or done():
+        if step % cfg.checkpoint_every == 0 or finished:
             ck_path = save(step)
-        if cfg.sample_every and (step % cfg.sample_every == 0 or done()) and dist.is_main:
+            dist.barrier()
+        if cfg.sample_every and (step % cfg.sample_every == 0 or finished) and dist.is_main:
             _sample_grid(ema.shadow, run, run_dir / "samples" / f"step_{step:07d}.png", device)
     if bar is not None:
         bar.close()

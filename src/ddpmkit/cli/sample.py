@@ -1,0 +1,111 @@
+"""`ddpmkit sample`: draw samples from a trained run with any sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ._common import add_common, emit_json, formatter, positive_int
+
+EXAMPLES = """examples:
+  ddpmkit sample runs/digits --out samples.png --n 64
+  ddpmkit sample runs/digits --sampler dpmpp2m --steps 20 --n 1797 --out samples.npz
+  ddpmkit sample runs/digits/checkpoints/step_0002000 --sampler ancestral --out s.npz
+  torchrun --nproc_per_node=2 -m ddpmkit sample runs/digits --n 4096 --out s.npz
+"""
+
+
+def add_parser(sub) -> None:
+    from ..samplers import CLIP_POLICIES, SAMPLER_NAMES
+    from ..schedules import SPACINGS
+
+    p = sub.add_parser(
+        "sample", formatter_class=formatter, help="sample from a trained run",
+        description="Run the reverse process with the run's (EMA) denoiser. .npz output holds "
+                    "'images' (N, C, H, W) float32 in [-1, 1] (or 'samples' (N, d) for vector "
+                    "data) and 'meta' (a JSON string of the settings); .png is a grid.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument("path", metavar="RUN_DIR|CKPT", help="run directory or checkpoint folder")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ancestral")
+    p.add_argument("--steps", type=positive_int, help="network calls (default: all T)")
+    p.add_argument("--spacing", choices=SPACINGS, default="uniform")
+    p.add_argument("--clip", choices=CLIP_POLICIES, default=None,
+                   help="x0_hat policy (default: clip for images, none for vectors)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per chunk")
+    p.add_argument("--out", required=True, metavar="F.npz|F.png")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    p.add_argument("--no-progress", action="store_true")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    import numpy as np
+
+    from ..generate import assemble, generate
+    from ..io import atomic_write_npz
+    from ..plots import save_samples
+    from ..train import load_denoiser
+    from ..train.distributed import init_from_env
+
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".png"):
+        raise InputError(f"--out {out} must end in .npz or .png")
+    if not out.parent.exists() and str(out.parent):
+        raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+    dist, device = init_from_env(args.device)
+    try:
+        loaded = load_denoiser(args.path, ema=not args.no_ema, device=device,
+                               verbose=dist.is_main)
+        kind = loaded.run.data["kind"]
+        clip = args.clip or ("clip" if kind == "image" else "none")
+        if args.steps and args.steps > loaded.denoiser.T:
+            raise InputError(f"--steps {args.steps} exceeds the model's T = {loaded.denoiser.T}")
+        x, meta = generate(loaded.denoiser, loaded.run.data["shape"], args.n,
+                           sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                           clip=clip, seed=args.seed, chunk=args.batch_size, device=device,
+                           progress=dist.is_main and not args.no_progress and not args.json,
+                           rank=dist.rank, world=dist.world)
+        if dist.world > 1:
+            x = _gather(x, dist)
+            x = assemble(x, args.n, args.batch_size) if dist.is_main else x
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
+    meta |= {"checkpoint": str(loaded.checkpoint), "step": loaded.step, "ema": loaded.ema,
+             "model_sha256": loaded.model_sha256, "clip": clip}
+    if out.suffix == ".npz":
+        key = "images" if kind == "image" else "samples"
+        arr = x.clamp(-1, 1) if kind == "image" else x
+        atomic_write_npz(out, {key: arr.numpy().astype(np.float32),
+                               "meta": np.array(json.dumps(meta))})
+    else:
+        save_samples(x, out, kind=kind)
+    result = {"out": str(out), "n": int(x.shape[0]), **meta}
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"wrote {x.shape[0]} samples to {out} ({args.sampler}, "
+              f"{meta.get('network_calls', '?')} network calls, step {loaded.step})")
+    return 0
+
+
+def _gather(x, dist):
+    """Collect every rank's chunks on rank 0 (sizes differ by rank, so pad to the largest)."""
+    import torch
+    import torch.distributed as td
+
+    n = torch.tensor([x.shape[0]])
+    sizes = [torch.zeros_like(n) for _ in range(dist.world)]
+    td.all_gather(sizes, n)
+    m = int(max(s.item() for s in sizes))
+    pad = torch.zeros((m, *x.shape[1:]), dtype=x.dtype)
+    pad[: x.shape[0]] = x
+    parts = [torch.empty_like(pad) for _ in range(dist.world)]
+    td.all_gather(parts, pad)
+    return [p[: int(s.item())] for p, s in zip(parts, sizes)]

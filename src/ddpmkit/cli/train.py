@@ -1,0 +1,122 @@
+"""`ddpmkit train`: train a denoiser on digits, a 2-D toy, an image folder or an array file."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import InputError
+from ._common import add_common, emit_json, formatter, nonneg_int, positive_float, positive_int
+
+EXAMPLES = """examples:
+  ddpmkit train --data digits --out runs/digits --minutes 3
+  ddpmkit train --data ./my_pngs --image-size 32 --out runs/mine --steps 20000 --batch-size 64
+  ddpmkit train --data ring --out runs/ring --steps 3000 --loss elbo --param eps
+  ddpmkit train --out runs/digits --resume        # continue exactly where it stopped
+  torchrun --nproc_per_node=2 -m ddpmkit train --data digits --out runs/ddp --steps 2000
+"""
+
+
+def add_parser(sub) -> None:
+    from ..losses import WEIGHTINGS
+    from ..nets import PRESETS
+    from ..schedules import SCHEDULE_NAMES
+
+    p = sub.add_parser(
+        "train", formatter_class=formatter, help="train a denoiser (writes a run directory)",
+        description="Train x0_hat(x_t, t) with the weighted x0-regression (the ELBO's "
+                    "consistency terms are C_t ||x0_hat - x0||^2). Writes config.json, "
+                    "log.jsonl, checkpoints/ and samples/ into --out. An existing --out is "
+                    "refused unless --resume, which continues from its newest valid "
+                    "checkpoint and ends exactly where an uninterrupted run would.",
+        epilog=EXAMPLES,
+    )
+    p.add_argument("--data", help="digits | ring | moons | swissroll | mnist | DIR | FILE.npz "
+                                  "(default: from the run's config.json with --resume, "
+                                  "else digits)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--image-size", type=positive_int, help="resize + centre-crop images")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=positive_int, help="optimizer steps")
+    budget.add_argument("--minutes", type=positive_float, help="wall-clock budget")
+    p.add_argument("--batch-size", type=positive_int, help="global batch (default 128)")
+    p.add_argument("--loss", choices=WEIGHTINGS, help="loss weighting on the x0-MSE "
+                   "(default min_snr)")
+    p.add_argument("--gamma", type=positive_float, help="gamma of min_snr (default 5)")
+    p.add_argument("--param", choices=("x0", "eps", "v", "mu"),
+                   help="what the network predicts (default x0)")
+    p.add_argument("--timesteps", choices=("uniform", "importance"), help="t sampling")
+    p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="noise schedule (default cosine)")
+    p.add_argument("--T", type=positive_int, help="diffusion steps (default 1000)")
+    p.add_argument("--preset", choices=PRESETS, help="network preset (default from the data)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"))
+    p.add_argument("--warmup-steps", type=nonneg_int)
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=nonneg_int, help="steps between sample grids (0 = off)")
+    p.add_argument("--log-every", type=positive_int)
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the net")
+    p.add_argument("--nonfinite", choices=("stop", "skip"),
+                   help="on a NaN/Inf loss or gradient: stop (default) or skip the step")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+FLAG_TO_FIELD = {
+    "data": "data", "image_size": "image_size", "steps": "steps", "minutes": "minutes",
+    "batch_size": "batch_size", "loss": "weighting", "gamma": "gamma",
+    "param": "parameterization", "timesteps": "timesteps", "schedule": "schedule", "T": "T",
+    "preset": "preset", "lr": "lr", "lr_schedule": "lr_schedule",
+    "warmup_steps": "warmup_steps", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
+    "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",
+    "log_every": "log_every", "bf16": "bf16", "compile": "compile", "nonfinite": "nonfinite",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """A TrainConfig from the flags given; with --resume, the run's config.json is the base."""
+    from pathlib import Path
+
+    from ..train import TrainConfig, read_run
+
+    given = {f: getattr(args, a) for a, f in FLAG_TO_FIELD.items() if getattr(args, a) is not None}
+    if args.resume and (Path(args.out) / "config.json").is_file():
+        base = read_run(args.out).config
+        changed = sorted(k for k, v in given.items() if getattr(base, k) != v and k != "seed")
+        if changed:
+            raise InputError(f"--resume continues {args.out} with its own settings; drop "
+                             f"{', '.join('--' + c for c in changed)} or train into a new --out")
+        return base
+    if "steps" not in given and "minutes" not in given:
+        raise InputError("give a budget: --steps N or --minutes M")
+    given.setdefault("data", "digits")
+    return TrainConfig(seed=args.seed, **given)
+
+
+def run(args) -> int:
+    from ..train import train
+    from ..train.distributed import init_from_env
+
+    cfg = config_from_args(args)
+    dist, device = init_from_env(args.device)
+    try:
+        res = train(cfg, args.out, resume=args.resume, device=device,
+                    progress=not args.no_progress and not args.json, dist=dist)
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
+    out = {"run_dir": str(res.run_dir), "step": res.step, "elapsed_s": res.elapsed_s,
+           "imgs_per_s": res.imgs_per_s, "last_loss": res.last_loss,
+           "checkpoint": str(res.checkpoint) if res.checkpoint else None}
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"trained {res.step} steps in {res.elapsed_s:.0f} s ({res.imgs_per_s:.0f} img/s); "
+              f"checkpoint {res.checkpoint}")
+        print(f"next: ddpmkit sample {res.run_dir} --out {res.run_dir}/samples.png")
+    return 0
