@@ -264,3 +264,27 @@ def test_denoiser_wraps_our_unet():
     x, t = _xt(2, 1, 9, 9)
     for f in (den.x0_hat, den.eps_hat, den.v_hat, den.mu):
         assert f(x, t).shape == x.shape
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_subpixel_upsample_equals_nearest_then_conv(channels_last):
+    # conv3x3(nearest_x2(x)) == interleave of four 2x2 convs on x (values and gradients)
+    import torch.nn.functional as F
+
+    from ddpmkit.nets.unet import Upsample
+
+    torch.manual_seed(0)
+    up = Upsample(6)
+    x = torch.randn(2, 6, 5, 3)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    fast = up(x, (10, 6))
+    ref = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    g_fast = torch.autograd.grad(fast.square().sum(), [x, up.conv.weight, up.conv.bias])
+    g_ref = torch.autograd.grad(ref.square().sum(), [x, up.conv.weight, up.conv.bias])
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # an odd target size takes the resize path: 5 -> 9 rows
+    assert up(x, (9, 6)).shape == (2, 6, 9, 6)

@@ -141,19 +141,40 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# Nearest x2 then a 3x3 conv equals, per output parity (a, b), a 2x2 conv on the low-res input
+# whose taps are sums of the 3x3 taps: row parity 0 reads low rows (i-1, i) with weights
+# (w0, w1 + w2), parity 1 reads (i, i+1) with (w0 + w1, w2); the same for columns.
+_SUBPIXEL = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
+                          [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # (parity, tap, 3x3 row)
+
+
 class Upsample(nn.Module):
-    """Nearest resize to the skip's exact (H, W), then a 3x3 conv (odd sizes included)."""
+    """Nearest resize to the skip's exact (H, W), then a 3x3 conv (odd sizes included).
+
+    For an exact x2 it computes the same function as ``conv(interpolate(x, 2))`` by the
+    sub-pixel identity above: four 2x2 convs at the low resolution, 16 C^2 instead of
+    36 C^2 multiply-adds per low-res pixel (2.25x fewer), then the four results interleaved.
+    The parameters are the 3x3 conv's, so state_dicts do not depend on the path.
+    """
 
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        if (x.shape[-2] * 2, x.shape[-1] * 2) == tuple(size):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        else:
-            x = F.interpolate(x, size=size, mode="nearest")
-        return self.conv(x)
+        B, C, H, W = x.shape
+        if (2 * H, 2 * W) != tuple(size):
+            return self.conv(F.interpolate(x, size=size, mode="nearest"))
+        A = _SUBPIXEL.to(device=x.device, dtype=self.conv.weight.dtype)
+        # (a, b, C_out, C_in, 2, 2): W2[a, b] = A[a] w A[b]^T over the kernel's (rows, cols)
+        w2 = torch.einsum("aik,ockl,bjl->abocij", A, self.conv.weight, A)
+        y = F.conv2d(x, w2.reshape(4 * C, C, 2, 2), self.conv.bias.repeat(4), padding=1)
+        y = y.permute(0, 2, 3, 1)  # (B, H+1, W+1, 4C); a free view in channels_last
+        # parity (a, b) of output pixel (2i+a, 2j+b) sits at y[:, i+a, j+b, (2a+b)C:(2a+b+1)C]
+        rows = [torch.stack([y[:, a:a + H, b:b + W, (2 * a + b) * C:(2 * a + b + 1) * C]
+                             for b in (0, 1)], dim=3) for a in (0, 1)]
+        out = torch.stack(rows, dim=2).reshape(B, 2 * H, 2 * W, C)
+        return out.permute(0, 3, 1, 2)
 
 
 class UNet(nn.Module):
