@@ -13,16 +13,20 @@ import torch
 
 from .. import diffusion as D
 from ..denoiser import Denoiser
-from ..schedules import NoiseSchedule, Spacing
+from ..errors import InputError
+from ..schedules import NoiseSchedule, respace
 from .common import (
     Callback,
     ClipPolicy,
     SampleResult,
+    SamplerSpacing,
     Step,
     apply_x0_policy,
+    check_sampler_args,
     initial_noise,
     make_generator,
     progress_iter,
+    sampling_grid,
 )
 
 
@@ -40,7 +44,7 @@ def ancestral_step(chain: NoiseSchedule, x: torch.Tensor, x0_hat: torch.Tensor, 
 @torch.no_grad()
 def sample_ancestral(denoiser: Denoiser, shape: Sequence[int] | None = None, *,
                      x_T: torch.Tensor | None = None, steps: int | None = None,
-                     spacing: Spacing = "uniform", variance: D.Variance = "small",
+                     spacing: SamplerSpacing = "uniform", variance: D.Variance = "small",
                      clip: ClipPolicy = "none", seed: int | None = None,
                      generator: torch.Generator | None = None, device=None,
                      dtype: torch.dtype = torch.float32, progress: bool = False,
@@ -52,10 +56,15 @@ def sample_ancestral(denoiser: Denoiser, shape: Sequence[int] | None = None, *,
     ``spacing``; ``variance`` is "small" (sigma_q^2) or "large" (beta); ``clip`` is the x0_hat
     policy; noise comes from ``generator`` or a new one seeded with ``seed``.
     """
+    check_sampler_args(steps, clip)
+    if variance not in D.VARIANCES:
+        raise InputError(f"unknown variance {variance!r}; choose one of "
+                         f"{', '.join(D.VARIANCES)}")
     device = device if device is not None else (x_T.device if x_T is not None else "cpu")
     gen = make_generator(seed, generator, device)
     T = denoiser.T
-    chain = denoiser.schedule.respace(steps, spacing) if steps and steps != T else denoiser.schedule
+    kept = sampling_grid(denoiser.schedule, steps, spacing).t[1:]
+    chain = denoiser.schedule if len(kept) == T else respace(denoiser.schedule, kept)
     x = initial_noise(shape, x_T, gen, device, dtype)
     traj: list[Step] | None = [] if return_trajectory else None
     ks = range(chain.T, 0, -1)
