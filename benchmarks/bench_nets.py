@@ -84,9 +84,11 @@ def ddpm_pytorch_peer(cfg, target_params: int) -> tuple[nn.Module, int]:
         return Unet(dim=dim, dim_mults=cfg.ch_mult, channels=cfg.in_channels,
                     dropout=cfg.dropout)
 
-    dims = range(8, 513, 4)
-    counts = {d: count_parameters(make(d)) for d in dims
-              if abs(count_parameters(make(d)) - target_params) < 0.5 * target_params}
+    counts: dict[int, int] = {}
+    for d in range(8, 1025, 4):  # the count grows with dim: stop once past the target
+        counts[d] = count_parameters(make(d))
+        if counts[d] > target_params:
+            break
     best = min(counts, key=lambda d: abs(counts[d] - target_params))
     return make(best), best
 
@@ -127,19 +129,21 @@ def make_optimizer(net: nn.Module) -> torch.optim.Optimizer:
 
 
 def train_step_fn(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                  t: torch.Tensor) -> Callable[[], object]:
+                  t: torch.Tensor, bf16: bool = False) -> Callable[[], object]:
     def step() -> object:
         opt.zero_grad(set_to_none=True)
-        loss = (net(x, t) - x).square().mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = (net(x, t).float() - x).square().mean()
         loss.backward()
         opt.step()
         return loss
     return step
 
 
-def sample_fn(net: nn.Module, x: torch.Tensor, t: torch.Tensor) -> Callable[[], object]:
+def sample_fn(net: nn.Module, x: torch.Tensor, t: torch.Tensor,
+              bf16: bool = False) -> Callable[[], object]:
     def call() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return net(x, t)
     return call
 
@@ -159,7 +163,8 @@ SETTINGS = {
 SAMPLE_BATCH = 64
 
 
-def run(repeats: int, settings: list[str], log: Callable[[str], None]) -> dict:
+def run(repeats: int, settings: list[str], log: Callable[[str], None],
+        variants: tuple[str, ...] = ()) -> dict:
     torch.manual_seed(0)
     load_before = os.getloadavg()
     probes = peak_probes()
@@ -174,6 +179,12 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None]) -> dict:
         nets = {"ours": (ours, f"ddpmkit preset {pname!r}"),
                 "diffusers": (dif, "UNet2DModel, our layout"),
                 "ddpm_pytorch": (ddp, f"Unet(dim={ddp_dim}, dim_mults={cfg.ch_mult})")}
+        if "nchw" in variants:  # the channels_last knob, measured
+            nets["ours_nchw"] = (build_net(preset(pname, channels_last=False)),
+                                 "ours, channels_last=False")
+        if "bf16" in variants:  # bf16 autocast for ours and the faster peer alike
+            nets["ours_bf16"] = (build_net(cfg), "ours under bf16 autocast")
+            nets["diffusers_bf16"] = (diffusers_peer(cfg, H), "diffusers under bf16 autocast")
         x, t = torch.randn(B, C, H, H), torch.randint(1, T + 1, (B,))
         xs, ts = torch.randn(SAMPLE_BATCH, C, H, H), torch.randint(1, T + 1, (SAMPLE_BATCH,))
         for name, (net, desc) in nets.items():
@@ -182,12 +193,13 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None]) -> dict:
                 raise RuntimeError(f"{s} {name}: {n} parameters vs ours {n_ours} (> 10 %)")
             net.train()
             opt = make_optimizer(net)
-            step = train_step_fn(net, opt, x, t)
+            bf16 = name.endswith("_bf16")
+            step = train_step_fn(net, opt, x, t, bf16)
             cases[f"{s}/{name}"] = {
                 "setting": s, "net": name, "desc": desc, "params": n, "batch": B,
-                "train": step, "sample": sample_fn(net, xs, ts),
+                "train": step, "sample": sample_fn(net, xs, ts, bf16),
                 "train_flops": count_flops(step), "sample_flops": count_flops(
-                    sample_fn(net, xs, ts)),
+                    sample_fn(net, xs, ts, bf16)),
                 "train_s": [], "sample_s": [],
             }
             log(f"built {s:8s} {name:13s} {n / 1e6:7.3f}M params  ({desc})")
@@ -251,6 +263,13 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None]) -> dict:
                 res[f"{what}_ratio_vs_{peer}"] = round(nets["ours"][k] / nets[peer][k], 3)
             res[f"{what}_ratio_vs_faster_peer"] = min(res[f"{what}_ratio_vs_diffusers"],
                                                       res[f"{what}_ratio_vs_ddpm_pytorch"])
+            if "ours_nchw" in nets:
+                res[f"{what}_gain_channels_last"] = round(nets["ours"][k] / nets["ours_nchw"][k],
+                                                          3)
+            if "ours_bf16" in nets:
+                res[f"{what}_bf16_ratio_vs_diffusers_bf16"] = round(
+                    nets["ours_bf16"][k] / nets["diffusers_bf16"][k], 3)
+                res[f"{what}_gain_bf16"] = round(nets["ours_bf16"][k] / nets["ours"][k], 3)
         out["settings"][s] = res
     return out
 
@@ -289,12 +308,13 @@ def table(res: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, r in res["settings"].items():
-        o = r["nets"]["ours"]
         for name, n in r["nets"].items():
+            o = r["nets"]["ours_bf16" if name == "diffusers_bf16" else "ours"]
             tr_r = o["train_images_per_s"] / n["train_images_per_s"]
             sa_r = o["sample_evals_per_s"] / n["sample_evals_per_s"]
-            tr = "" if name == "ours" else f"**{tr_r:.2f}x**"
-            sa = "" if name == "ours" else f"{sa_r:.2f}x"
+            mine = name.startswith("ours")
+            tr = "" if mine else f"**{tr_r:.2f}x**"
+            sa = "" if mine else f"{sa_r:.2f}x"
             lines.append(
                 f"| {s} b{n['train_batch']} | {name}: {n['desc']} | {n['params'] / 1e6:.2f}M | "
                 f"{n['train_images_per_s']:.2f} | {tr} | {n['train_gflops_achieved']:.1f} | "
@@ -329,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/nets_<date>)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    p.add_argument("--variants", nargs="*", default=[], choices=["nchw", "bf16"],
+                   help="extra rows: ours without channels_last; ours and diffusers under bf16")
     args = p.parse_args(argv)
     if args.repeats < 5:
         p.error("--repeats must be >= 5 (medians of fewer rounds are too noisy here)")
@@ -337,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     log(f"load average before: {os.getloadavg()[0]:.2f}")
-    res = run(args.repeats, args.settings, log)
+    res = run(args.repeats, args.settings, log, tuple(args.variants))
     out = args.out or ROOT / "benchmarks" / "results" / (
         f"nets_{dt.datetime.now():%Y%m%d_%H%M%S}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
