@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import calibrate, data, equivalence, sample, train
+from . import calibrate, data, demo, equivalence, sample, train
 from ._common import Parser, formatter, resolve_device
 
-COMMANDS = [train, sample, equivalence, calibrate, data]
+COMMANDS = [demo, train, sample, equivalence, calibrate, data]
 
 
 def build_parser() -> argparse.ArgumentParser:
