@@ -22,9 +22,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m 'not slow'
 
 demo: $(STAMP)
-	$(VENV)/bin/ddpmkit equivalence --schedule linear
-	$(VENV)/bin/ddpmkit equivalence --schedule cosine
-	$(VENV)/bin/ddpmkit calibrate --case gaussian
+	$(VENV)/bin/ddpmkit demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
