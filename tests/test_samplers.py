@@ -1,4 +1,4 @@
-"""Samplers: respacing identity, DDIM(eta=1) = ancestral, Gaussian moments, order, reproducibility."""
+"""Samplers: respacing identity, DDIM(eta=1) = ancestral, Gaussian moments, order, seeds."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ddpmkit.denoiser import Denoiser
 from ddpmkit.errors import InputError
 from ddpmkit.samplers import (
     SAMPLER_NAMES,
+    SAMPLER_SPACINGS,
     SAMPLERS,
     get_sampler,
     sample_ancestral,
@@ -36,7 +37,7 @@ def test_sampler_names_cover_the_cli_contract():
         get_sampler("euler_a")
 
 
-@pytest.mark.parametrize("spacing", ["uniform", "quadratic", "trailing", "logsnr", "logsnr_clipped"])
+@pytest.mark.parametrize("spacing", SAMPLER_SPACINGS)
 def test_respaced_chain_keeps_alpha_bar_at_kept_steps(spacing):
     sched = make_schedule("cosine", 200)
     grid = sampling_grid(sched, 17, spacing)
