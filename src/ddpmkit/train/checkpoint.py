@@ -91,6 +91,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: dict[str, t
     run_dir = Path(run_dir)
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
+    remove_partial(ckdir)
     final = ckdir / step_dir_name(step)
     tmp = ckdir / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     if tmp.exists():
@@ -104,6 +105,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: dict[str, t
         cfg = run_dir / "config.json"
         full_state = {"format": FORMAT, "step": step, **state, "hashes": hashes,
                       "config_sha256": sha256_file(cfg) if cfg.exists() else None}
+        full_state["state_sha256"] = _state_hash(full_state)
         atomic_write_json(tmp / "state.json", full_state)
         for name in TENSOR_FILES:
             with open(tmp / name, "rb") as f:
@@ -122,6 +124,20 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: dict[str, t
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _state_hash(state: dict[str, Any]) -> str:
+    """sha256 of state.json's content without this field (canonical JSON)."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def remove_partial(ckdir: Path) -> None:
+    """Delete leftovers of interrupted writes (.tmp-* and .old-* folders): never valid."""
+    for p in ckdir.glob(".tmp-step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckdir.glob(".old-step_*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -177,6 +193,9 @@ def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt != FORMAT:
         raise InputError(f"{where}: unknown format {fmt!r}; expected {FORMAT}")
+    if state.get("state_sha256") != _state_hash(state):
+        raise InputError(f"{where}: state.json was modified after it was written (its content "
+                         "hash does not match)")
     m = STEP_DIR.match(path.name)
     step = state.get("step")
     if m and (not isinstance(step, int) or int(m.group(1)) != step):
