@@ -8,14 +8,15 @@ Each command is one module of this package with ``add_parser(sub)``; ``COMMANDS`
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import calibrate, data, demo, equivalence, sample, train
+from . import calibrate, data, demo, equivalence, eval, report, sample, train
 from ._common import Parser, formatter, resolve_device
 
-COMMANDS = [demo, train, sample, equivalence, calibrate, data]
+COMMANDS = [demo, train, sample, eval, report, equivalence, calibrate, data]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         print(f"ddpmkit {args.command}: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"ddpmkit {args.command}: error: no space left{where} ({e.strerror}); free "
+                  "some space or write elsewhere (nothing was left half-written)", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print(f"ddpmkit {args.command}: interrupted", file=sys.stderr)
         return 130
