@@ -6,7 +6,11 @@ sampler, steps, clipping, n and seed, so that a number can be reproduced from it
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -48,7 +52,10 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
                             max_batch=max_batch, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
     out = res.as_dict()
-    return {**out, "split": split, "seed": seed, "seconds": seconds,
+    if res.by_t_bpd is not None:
+        out["consistency_by_bucket"] = bucket_bpd(res.by_t_bpd)
+    return {**out, "split": split, "seed": seed, "seconds": seconds, "limit": limit,
+            "batch_size": batch_size, "max_batch": max_batch,
             "decoder": {"kind": decoder.kind, "levels": decoder.levels,
                         "variance": decoder.resolved_variance(loaded.denoiser)},
             "strata": strata if method == "stratified" else None,
@@ -98,3 +105,116 @@ def eval_samples(loaded: Loaded, *, n: int = 1797, sampler: str = "dpmpp2m",
     else:
         out["note"] = "no sample-quality metric for this data (FD is defined for digits only)"
     return out, samples
+
+
+# --- stored results, breakdowns and the exact-vs-stratified comparison -----------------------
+
+EVAL_DIR = "eval"
+
+
+def bucket_bpd(by_t_bpd: list[float], buckets: int = 10) -> list[dict[str, Any]]:
+    """Sum of the consistency terms L_t (bits/dim) over ``buckets`` contiguous t-ranges of 2..T.
+
+    by_t_bpd: length T+1, column t holds the mean L_t (0 at t = 0, 1). Returns one record per
+    bucket: {"t_lo", "t_hi" (inclusive), "bpd" = sum_{t_lo <= t <= t_hi} L_t}.
+    """
+    T = len(by_t_bpd) - 1
+    if T < 2:
+        return []
+    edges = torch.linspace(2, T + 1, min(buckets, T - 1) + 1).round().long().tolist()
+    return [{"t_lo": lo, "t_hi": hi - 1, "bpd": float(sum(by_t_bpd[lo:hi]))}
+            for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def cost_per_unit_variance(result: dict[str, Any]) -> dict[str, float]:
+    """What one unit of squared standard error costs: calls (or seconds) x n x se^2.
+
+    The SE of a mean over n examples is sigma / sqrt(n), so reaching a target SE s needs
+    n = sigma^2 / s^2 examples, i.e. a cost per example x sigma^2 / s^2. Two methods compared
+    at equal SE thus cost in the ratio of (cost per example) x sigma^2 = (total cost) x se^2.
+    """
+    se2 = float(result["se_bpd"]) ** 2
+    n = int(result["n"])
+    return {"calls": float(result["network_calls_per_example"]) * n * se2,
+            "seconds": float(result["seconds"]) * se2}
+
+
+def compare_bpd(exact: dict[str, Any], stratified: dict[str, Any]) -> dict[str, Any]:
+    """Exact vs stratified on the same checkpoint: agreement in SEs and the cost at equal SE.
+
+    ``z`` = |bpd_stratified - bpd_exact| / se_stratified (the acceptance asks z <= 3);
+    ``calls_ratio_equal_se`` = (T · n · se_exact^2) / ((strata·per_stratum + 1) · n · se_strat^2):
+    how many times more network calls the exact method needs for the same standard error;
+    ``seconds_ratio_equal_se`` the same with measured wall-clock seconds.
+    """
+    for name, r in (("exact", exact), ("stratified", stratified)):
+        if r.get("method") != name:
+            raise InputError(f"compare_bpd needs an {name} result; got method {r.get('method')!r}")
+    if exact.get("model_sha256") != stratified.get("model_sha256"):
+        raise InputError("the exact and stratified results come from different checkpoints; "
+                         "evaluate the same checkpoint with both methods")
+    ce, cs = cost_per_unit_variance(exact), cost_per_unit_variance(stratified)
+    diff = float(stratified["bpd"]) - float(exact["bpd"])
+    se_s = float(stratified["se_bpd"])
+    return {
+        "bpd_exact": exact["bpd"], "se_exact": exact["se_bpd"],
+        "bpd_stratified": stratified["bpd"], "se_stratified": se_s,
+        "diff_bpd": diff, "z": abs(diff) / se_s if se_s > 0 else float("inf"),
+        "calls_per_example": {"exact": exact["network_calls_per_example"],
+                              "stratified": stratified["network_calls_per_example"]},
+        "seconds": {"exact": exact["seconds"], "stratified": stratified["seconds"]},
+        "calls_ratio_equal_se": ce["calls"] / cs["calls"] if cs["calls"] > 0 else float("inf"),
+        "seconds_ratio_equal_se": (ce["seconds"] / cs["seconds"] if cs["seconds"] > 0
+                                   else float("inf")),
+        "strata": stratified.get("strata"), "per_stratum": stratified.get("per_stratum"),
+        "n": {"exact": exact["n"], "stratified": stratified["n"]},
+    }
+
+
+def eval_name(result: dict[str, Any]) -> str:
+    """A file stem naming what a result depends on, e.g. ``bpd_exact_test_step0001000_ema``."""
+    tail = f"step{int(result.get('step', 0)):07d}_{'ema' if result.get('ema') else 'raw'}"
+    if "bpd" in result:
+        lim = f"_n{result['n']}" if result.get("limit") is not None else ""
+        strata = (f"_s{result['strata']}x{result['per_stratum']}"
+                  if result.get("method") == "stratified" else "")
+        return f"bpd_{result['method']}{strata}_{result['split']}{lim}_seed{result['seed']}_{tail}"
+    steps = result.get("steps") or "all"
+    return (f"samples_{result['sampler']}_{steps}_{result['clip']}_n{result['n']}"
+            f"_seed{result['seed']}_{tail}")
+
+
+def save_eval(run_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """Write a result to RUN_DIR/eval/<eval_name>.json atomically; the report reads them."""
+    from .io import atomic_write_json
+
+    d = Path(run_dir) / EVAL_DIR
+    d.mkdir(exist_ok=True)
+    path = d / f"{eval_name(result)}.json"
+    atomic_write_json(path, _finite(result))
+    return path
+
+
+def load_evals(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every stored result of RUN_DIR/eval/*.json (unreadable files are skipped), oldest first."""
+    d = Path(run_dir) / EVAL_DIR
+    out = []
+    for p in sorted(d.glob("*.json"), key=lambda p: p.stat().st_mtime) if d.is_dir() else []:
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(r, dict):
+            out.append(r | {"file": p.name})
+    return out
+
+
+def _finite(v: Any) -> Any:
+    """NaN/Inf -> None, recursively (strict JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v

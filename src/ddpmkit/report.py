@@ -1,0 +1,604 @@
+"""The run report: one static, self-contained ``report.html`` per run directory.
+
+``write_report(run_dir)`` reads what the run left (config.json, log.jsonl, checkpoints/,
+metrics.json of ``ddpmkit demo``, eval/*.json of ``ddpmkit eval``, samples.png,
+trajectory.png, samples/step_*.png) and draws what is missing from the newest checkpoint
+(a 64-sample grid and an x_t / x0_hat trajectory, a few seconds on a CPU). Every picture is a
+PNG embedded as base64; the page has no scripts and loads nothing from the network.
+
+Sections: headline numbers, samples, trajectory, training curves, error by t over training,
+the ELBO weight C_t = (snr_{t-1} - snr_t)/2 beside the run's weighting w(t), the ELBO terms by t
+(from an exact eval), every stored eval result with its settings, and the configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .evaluate import bucket_bpd, compare_bpd, load_evals
+from .io import atomic_write_bytes
+
+REPORT_NAME = "report.html"
+
+
+# --- reading the run ------------------------------------------------------------------------
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of log.jsonl (a torn last line from a kill is skipped)."""
+    path = run_dir / "log.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            out.append(rec)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _newest(paths: list[Path]) -> Path | None:
+    return max(paths, key=lambda p: p.name) if paths else None
+
+
+# --- figures --------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"axes.spines.top": False, "axes.spines.right": False,
+                         "axes.grid": True, "grid.alpha": 0.25, "font.size": 9,
+                         "axes.titlesize": 10, "axes.titleweight": "bold",
+                         "axes.prop_cycle": plt.cycler(color=PALETTE)})
+    return plt
+
+
+PALETTE = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#868e96", "#0b7285"]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            xs.append(r["step"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def fig_training_curves(records: list[dict]) -> bytes:
+    """Loss (log), gradient norm, learning rate and throughput against the step."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.9))
+    specs = [("loss", "training loss (weighted x0-MSE / mean weight)", True),
+             ("grad_norm", "gradient norm (before clipping)", True),
+             ("lr", "learning rate", False), ("imgs_per_s", "throughput (examples / s)", False)]
+    for ax, (key, title, log) in zip(axes, specs):
+        xs, ys = _series(records, key)
+        if xs:
+            ax.plot(xs, ys, lw=1.3, color=PALETTE[0])
+            if log and min(ys) > 0:
+                ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_error_by_t(records: list[dict]) -> bytes | None:
+    """x0-MSE per dimension by t-bucket over training (heat map) and at a few steps (lines)."""
+    import numpy as np
+
+    recs = [r for r in records if r.get("mse_by_t")]
+    if not recs:
+        return None
+    nb = len(recs[0]["mse_by_t"])
+    grid = np.array([[np.nan if v is None else v for v in r["mse_by_t"]] for r in recs
+                     if len(r["mse_by_t"]) == nb], dtype=float)
+    plt = _plt()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.4, 1]})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lg = np.log10(grid)
+    im = a0.imshow(lg.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                   extent=(recs[0]["step"], recs[-1]["step"], 0, 1))
+    a0.set_xlabel("step")
+    a0.set_ylabel("t / T")
+    a0.grid(False)
+    a0.set_title("log10 x0-MSE per dimension, by t bucket, during training")
+    fig.colorbar(im, ax=a0, fraction=0.04)
+    centers = (np.arange(nb) + 0.5) / nb
+    picks = sorted({0, len(recs) // 4, len(recs) // 2, len(recs) - 1})
+    for j, k in enumerate(picks):
+        y = np.array([np.nan if v is None else v for v in recs[k]["mse_by_t"]], dtype=float)
+        a1.plot(centers, y, marker="o", ms=3, lw=1.2, color=PALETTE[j % len(PALETTE)],
+                label=f"step {recs[k]['step']}")
+    a1.set_yscale("log")
+    a1.set_xlabel("t / T")
+    a1.set_ylabel("x0-MSE per dimension")
+    a1.set_title("the denoiser's error by t")
+    a1.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_weights(schedule, weighting: str, gamma: float) -> bytes:
+    """C_t (the ELBO weight on ||x0_hat - x0||^2) and the run's weighting, both per unit mean."""
+    import numpy as np
+
+    from .losses import loss_weights
+
+    c = loss_weights(schedule, "elbo").numpy()
+    w = loss_weights(schedule, weighting, gamma=gamma).numpy()
+    T = schedule.T
+    t = np.arange(2, T + 1)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    ax.plot(t, c[2:], color="k", lw=2, label="C_t = (snr_{t-1} - snr_t) / 2  (ELBO)")
+    if weighting != "elbo":
+        ax.plot(np.arange(1, T + 1), w[1:] * (c[2:].mean() / w[1:].mean()), lw=1.6,
+                color=PALETTE[1], label=f"w(t) of '{weighting}' (scaled to C_t's mean)")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("weight on ||x0_hat - x0||^2")
+    ax.set_title(f"{schedule.name} schedule, T = {T}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def fig_elbo_by_t(res: dict[str, Any]) -> bytes:
+    """L_t in bits/dim against t (log), and the -ELBO split into prior, t-buckets, decoder."""
+    import numpy as np
+
+    by_t = np.asarray(res["by_t_bpd"], dtype=float)
+    t = np.arange(len(by_t))
+    plt = _plt()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.3, 1]})
+    a0.plot(t[2:], by_t[2:], lw=1, color=PALETTE[0])
+    a0.set_yscale("log")
+    a0.set_xlabel("t")
+    a0.set_ylabel("bits/dim")
+    a0.set_title("consistency terms L_t = C_t E||x0_hat - x0||^2 (+ D m_t)")
+    buckets = res.get("consistency_by_bucket") or bucket_bpd(res["by_t_bpd"])
+    terms = res["terms_bpd"]
+    labels = ["prior L_T"] + [f"t {b['t_lo']}-{b['t_hi']}" for b in buckets] + ["decoder L_1"]
+    vals = [terms["prior"]] + [b["bpd"] for b in buckets] + [terms["decoder"]]
+    colors = [PALETTE[5]] + [PALETTE[0]] * len(buckets) + [PALETTE[1]]
+    y = np.arange(len(vals))[::-1]
+    a1.barh(y, vals, color=colors)
+    a1.set_yticks(y, labels, fontsize=7)
+    a1.set_xlabel("bits/dim")
+    a1.set_title(f"-ELBO = {res['bpd']:.3f} bits/dim, term by term")
+    a1.grid(axis="y", alpha=0)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --- drawing from the checkpoint ------------------------------------------------------------
+
+def draw_from_checkpoint(run_dir: Path, device: str = "cpu", seed: int = 0,
+                         ) -> tuple[bytes | None, bytes | None, dict[str, Any]]:
+    """(samples grid PNG, trajectory PNG or None for vector data, meta) from the EMA weights."""
+    import torch
+
+    from .plots import image_grid, plot_trajectory, save_samples
+    from .samplers import sample_ancestral
+    from .train import load_denoiser
+
+    loaded = load_denoiser(run_dir, device=device, verbose=False)
+    kind = loaded.run.data["kind"]
+    shape = tuple(loaded.run.data["shape"])
+    den = loaded.denoiser
+    steps = min(den.T, 100)
+    clip = "clip" if kind == "image" else "none"
+    meta = {"sampler": "ancestral", "steps": steps, "clip": clip, "seed": seed,
+            "step": loaded.step, "ema": True, "model_sha256": loaded.model_sha256}
+    tmp = run_dir / ".report_tmp"
+    tmp.mkdir(exist_ok=True)
+    try:
+        g = torch.Generator(device=device).manual_seed(seed)
+        n = 64 if kind == "image" else 2000
+        res = sample_ancestral(den, (n, *shape), steps=steps, clip=clip, generator=g,
+                               device=device, return_trajectory=kind == "image")
+        if kind == "image":
+            from PIL import Image
+
+            buf = io.BytesIO()
+            Image.fromarray(image_grid(res.x[:64], nrow=8)).save(buf, format="PNG")
+            grid = buf.getvalue()
+            plot_trajectory([_first(s, 6) for s in res.trajectory], tmp / "t.png", n_show=6)
+            traj = (tmp / "t.png").read_bytes()
+        else:
+            save_samples(res.x, tmp / "s.png", kind=kind)
+            grid, traj = (tmp / "s.png").read_bytes(), None
+    finally:
+        for p in tmp.glob("*"):
+            p.unlink()
+        tmp.rmdir()
+    return grid, traj, meta
+
+
+def _first(step, n: int):
+    from .samplers.common import Step
+
+    return Step(k=step.k, t=step.t, x_t=step.x_t[:n], x0_hat=step.x0_hat[:n])
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+CSS = """
+:root { --fg:#1d2330; --muted:#5c6577; --bg:#f6f7fb; --card:#fff; --line:#e3e6ee;
+  --accent:#3b5bdb; --good:#2b8a3e; --warn:#e8590c; }
+* { box-sizing:border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { background:linear-gradient(120deg,#1f2a5a,#3b5bdb); color:#fff; padding:28px 0 24px; }
+.wrap { max-width:1180px; margin:0 auto; padding:0 24px; }
+header h1 { margin:0 0 4px; font-size:26px; letter-spacing:-.01em; }
+header p { margin:0; opacity:.85; font-size:14px; }
+nav { position:sticky; top:0; z-index:2; background:rgba(255,255,255,.92);
+  backdrop-filter:blur(6px); border-bottom:1px solid var(--line); }
+nav a { display:inline-block; padding:10px 12px; color:var(--muted); text-decoration:none;
+  font-size:13px; font-weight:600; }
+nav a:hover { color:var(--accent); }
+.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(170px,1fr)); gap:14px;
+  margin:22px 0 6px; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:12px;
+  padding:14px 16px; box-shadow:0 1px 2px rgba(20,30,60,.04); }
+.card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.05em; }
+.card .v { font-size:24px; font-weight:700; margin-top:2px; font-variant-numeric:tabular-nums; }
+.card .s { color:var(--muted); font-size:12px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:14px;
+  padding:20px 22px; margin:18px 0; box-shadow:0 1px 2px rgba(20,30,60,.04); }
+section h2 { margin:0 0 4px; font-size:19px; }
+section .lead { color:var(--muted); margin:0 0 14px; font-size:14px; }
+figure { margin:0; }
+figure img { max-width:100%; height:auto; display:block; margin:0 auto; border-radius:6px; }
+figcaption { color:var(--muted); font-size:13px; text-align:center; margin-top:6px; }
+.pixel img { image-rendering:pixelated; }
+.two { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1.3fr); gap:22px;
+  align-items:start; }
+@media (max-width:900px) { .two { grid-template-columns:1fr; } }
+table { border-collapse:collapse; width:100%; font-size:13px; font-variant-numeric:tabular-nums; }
+th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line);
+  vertical-align:top; }
+th { color:var(--muted); font-weight:600; background:#fafbfd; }
+td.num { text-align:right; }
+code, .mono { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size:12.5px; }
+.pill { display:inline-block; padding:1px 8px; border-radius:999px; background:#edf2ff;
+  color:var(--accent); font-size:12px; font-weight:600; }
+.ok { color:var(--good); font-weight:600; } .bad { color:var(--warn); font-weight:600; }
+.note { color:var(--muted); font-size:13px; }
+details summary { cursor:pointer; font-weight:600; color:var(--accent); }
+pre { background:#f3f5fa; border-radius:8px; padding:12px; overflow:auto; font-size:12px; }
+footer { color:var(--muted); font-size:12px; padding:10px 0 40px; }
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _img(data: bytes, alt: str, caption: str = "", pixel: bool = False) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    cls = ' class="pixel"' if pixel else ""
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return f'<figure{cls}><img src="data:image/png;base64,{b64}" alt="{_e(alt)}">{cap}</figure>'
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.{digits}f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
+    return _e(v)
+
+
+def _card(k: str, v: str, s: str = "") -> str:
+    return (f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{v}</div>'
+            f'<div class="s">{s}</div></div>')
+
+
+def _section(sid: str, title: str, lead: str, body: str) -> str:
+    return (f'<section id="{sid}"><h2>{_e(title)}</h2><p class="lead">{lead}</p>{body}'
+            "</section>")
+
+
+def _bpd_rows(evals: list[dict]) -> str:
+    rows = []
+    for r in evals:
+        if "bpd" not in r:
+            continue
+        how = (f"{r.get('strata')} strata × {r.get('per_stratum')}" if r["method"] == "stratified"
+               else "all T terms")
+        t = r.get("terms_bpd", {})
+        rows.append(
+            f"<tr><td><span class='pill'>{_e(r['method'])}</span><div class='note'>{_e(how)}"
+            f"</div></td><td class='num'><b>{_fmt(r['bpd'])}</b> ± {_fmt(r['se_bpd'])}</td>"
+            f"<td class='num'>{_fmt(t.get('prior'))}</td>"
+            f"<td class='num'>{_fmt(t.get('consistency'))}</td>"
+            f"<td class='num'>{_fmt(t.get('decoder'))}</td>"
+            f"<td class='num'>{_fmt(r.get('rate_bpd'))} / {_fmt(r.get('distortion_bpd'))}</td>"
+            f"<td>{_e(r.get('split'))}, n = {_e(r.get('n'))}, seed {_e(r.get('seed'))}, "
+            f"batch {_e(r.get('batch_size', '–'))}</td>"
+            f"<td class='num'>{_e(r.get('network_calls_per_example'))}</td>"
+            f"<td class='num'>{_fmt(r.get('seconds'), 1)}</td>"
+            f"<td>{_prov(r)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h3>Negative ELBO (bits/dim)</h3><table><tr><th>method</th><th>bits/dim ± SE</th>"
+            "<th>prior</th><th>consistency</th><th>decoder</th><th>rate / distortion</th>"
+            "<th>data</th><th>calls / example</th><th>seconds</th><th>checkpoint</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _sample_rows(evals: list[dict]) -> str:
+    rows = []
+    for r in evals:
+        if "sampler" not in r or "bpd" in r:
+            continue
+        if "fd" in r:
+            score = (f"FD <b>{_fmt(r['fd'], 3)}</b><div class='note'>real data "
+                     f"{_fmt(r.get('fd_floor'), 3)}, ratio {_fmt(r.get('fd_ratio'), 2)}</div>")
+        elif "sliced_w2" in r:
+            score = (f"sliced W2 <b>{_fmt(r['sliced_w2'])}</b><div class='note'>test halves "
+                     f"{_fmt(r.get('sliced_w2_floor'))}</div>")
+        else:
+            score = _e(r.get("note", "–"))
+        rows.append(
+            f"<tr><td>{score}</td><td>{_e(r['sampler'])}</td><td class='num'>"
+            f"{_e(r.get('steps') or 'all')}</td><td>{_e(r.get('clip'))}</td>"
+            f"<td class='num'>{_e(r.get('n'))}</td><td class='num'>{_e(r.get('seed'))}</td>"
+            f"<td class='num'>{_fmt(r.get('sample_seconds'), 1)}</td><td>{_prov(r)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h3>Sample quality</h3><table><tr><th>score</th><th>sampler</th><th>steps</th>"
+            "<th>clip</th><th>n</th><th>seed</th><th>seconds</th><th>checkpoint</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _prov(r: dict) -> str:
+    sha = str(r.get("model_sha256") or "")[:12]
+    ema = "EMA" if r.get("ema") else "raw"
+    return (f"step {_e(r.get('step', '–'))}, {ema}<div class='note mono'>sha256 {_e(sha)}…"
+            "</div>")
+
+
+def _comparison(evals: list[dict]) -> tuple[str, dict | None]:
+    exact = [r for r in evals if r.get("method") == "exact"]
+    strat = [r for r in evals if r.get("method") == "stratified"]
+    for e in reversed(exact):
+        for s in reversed(strat):
+            if (s.get("model_sha256"), s.get("split"), s.get("n")) == (
+                    e.get("model_sha256"), e.get("split"), e.get("n")):
+                c = compare_bpd(e, s)
+                ok = c["z"] <= 3
+                return (f"<p>Same checkpoint, same {c['n']['exact']} examples: stratified "
+                        f"({c['strata']} strata × {c['per_stratum']}) differs from exact by "
+                        f"{c['diff_bpd']:+.4f} bits/dim = <span class='{'ok' if ok else 'bad'}'>"
+                        f"{c['z']:.2f} standard errors</span> (of stratified). {_cheaper(c)} "
+                        "(cost at equal SE ∝ calls per example × per-example variance).</p>", c)
+    return "", None
+
+
+def _cheaper(c: dict[str, Any]) -> str:
+    r, rs = c["calls_ratio_equal_se"], c["seconds_ratio_equal_se"]
+    if r >= 1:
+        return (f"At equal standard error it needs <b>{r:.1f}×</b> fewer network calls "
+                f"({rs:.1f}× less measured time)")
+    return f"At equal standard error it needs <b>{1 / r:.1f}×</b> more network calls"
+
+
+def _config_table(d: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td class='mono'>{_e(json.dumps(v))}</td></tr>"
+                   for k, v in d.items())
+    return f"<table>{rows}</table>"
+
+
+def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool = True,
+                 seed: int = 0) -> str:
+    """The report's HTML text (see the module doc). ``draw``: sample from the checkpoint for
+    pictures the run does not have (samples.png, trajectory.png)."""
+    from .schedules import make_schedule
+    from .train import read_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise InputError(f"{run_dir} is not a run directory (no config.json); give the folder "
+                         "that 'ddpmkit train' or 'ddpmkit demo' wrote")
+    run = read_run(run_dir)
+    cfg = run.config
+    records = read_log(run_dir)
+    metrics = _read_json(run_dir / "metrics.json")
+    evals = load_evals(run_dir)
+    schedule = make_schedule(cfg.schedule, cfg.T)
+    kind = run.data["kind"]
+
+    samples_png = (run_dir / "samples.png").read_bytes() if (run_dir / "samples.png").is_file() \
+        else None
+    traj_png = (run_dir / "trajectory.png").read_bytes() \
+        if (run_dir / "trajectory.png").is_file() else None
+    sample_note = "from the demo (samples.png)" if samples_png else ""
+    drawn_meta = None
+    has_ckpt = any((run_dir / "checkpoints").glob("step_*")) \
+        if (run_dir / "checkpoints").is_dir() else False
+    if draw and has_ckpt and (samples_png is None or (traj_png is None and kind == "image")):
+        grid, traj, drawn_meta = draw_from_checkpoint(run_dir, device=device, seed=seed)
+        if samples_png is None:
+            samples_png = grid
+            sample_note = (f"drawn now: ancestral sampling, {drawn_meta['steps']} steps, seed "
+                           f"{seed}, EMA weights of step {drawn_meta['step']}")
+        traj_png = traj_png or traj
+    if samples_png is None:
+        newest = _newest(list((run_dir / "samples").glob("step_*.png"))) \
+            if (run_dir / "samples").is_dir() else None
+        if newest is not None:
+            samples_png = newest.read_bytes()
+            sample_note = f"from training: samples/{newest.name}"
+
+    last = records[-1] if records else {}
+    cards = [
+        _card("training steps", f"{last.get('step', 0):,}",
+              f"batch {cfg.batch_size} · {_fmt_time(last.get('elapsed_s'))}"),
+        _card("last loss", _fmt(last.get("loss"), 4), f"{cfg.weighting} weighting"),
+    ]
+    tests = [r for r in evals if "bpd" in r and r.get("split") == "test" and r.get("se_bpd")]
+    bpd_src = min(tests, key=lambda r: r["se_bpd"]) if tests else None  # the most precise
+    if metrics and "test_bpd" in metrics:
+        cards.append(_card("test bits/dim", f"{metrics['test_bpd']:.3f}",
+                           f"± {metrics.get('test_bpd_se', float('nan')):.3f} · "
+                           f"{_e(metrics.get('bpd_method', ''))}"))
+    elif bpd_src:
+        cards.append(_card("test bits/dim", f"{bpd_src['bpd']:.3f}",
+                           f"± {bpd_src['se_bpd']:.3f} · {_e(bpd_src['method'])}"))
+    fd_src = next((r for r in reversed(evals) if "fd" in r), None) or (
+        metrics if metrics and "fd" in metrics else None)
+    if fd_src:
+        cards.append(_card("FD (digits)", f"{fd_src['fd']:.2f}",
+                           f"real data {fd_src['fd_floor']:.2f} · ratio "
+                           f"{fd_src['fd_ratio']:.2f}"))
+    sw_src = next((r for r in reversed(evals) if "sliced_w2" in r), None)
+    if sw_src:
+        cards.append(_card("sliced W2", f"{sw_src['sliced_w2']:.4f}",
+                           f"test halves {sw_src['sliced_w2_floor']:.4f}"))
+    ips = last.get("imgs_per_s")
+    cards.append(_card("throughput", f"{ips:.0f}/s" if ips else "–", "examples per second"))
+
+    parts = []
+    pics = []
+    if samples_png:
+        pics.append(_img(samples_png, "samples", _e(sample_note), pixel=kind == "image"))
+    if traj_png:
+        pics.append(_img(traj_png, "trajectory",
+                         "rows: x_t (the noisy input) and x0_hat(x_t, t) (the denoiser's "
+                         "estimate) along one reverse chain"))
+    if pics:
+        body = f"<div class='two'>{''.join(pics)}</div>" if len(pics) == 2 else pics[0]
+        parts.append(_section("samples", "Samples and the reverse process",
+                              "What the model draws, and how x0_hat sharpens as t falls.", body))
+    else:
+        parts.append(_section("samples", "Samples", "No checkpoint yet: nothing to draw.", ""))
+
+    if records:
+        body = _img(fig_training_curves(records), "training curves")
+        err = fig_error_by_t(records)
+        if err:
+            body += "<br>" + _img(err, "error by t")
+        parts.append(_section("training", "Training", f"{len(records)} log records from "
+                              "log.jsonl (means over each logging window).", body))
+
+    gamma = f", γ = {cfg.gamma:g}" if cfg.weighting == "min_snr" else ""
+    parts.append(_section(
+        "weights", "The ELBO weight C_t and the weighting used",
+        "For t ≥ 2 the ELBO's consistency term is L_t = C_t ‖x̂₀(x_t, t) − x₀‖² with "
+        "C_t = c_x0(t)² / (2σ_q²) = (snr<sub>t−1</sub> − snr<sub>t</sub>) / 2. Training "
+        f"minimises w(t)‖x̂₀ − x₀‖² with the <span class='pill'>{_e(cfg.weighting)}</span> "
+        f"weighting{gamma}, t ~ {_e(cfg.timesteps)}, parameterization "
+        f"<span class='pill'>{_e(cfg.parameterization)}</span>.",
+        _img(fig_weights(schedule, cfg.weighting, cfg.gamma), "C_t and w(t)")))
+
+    exact = next((r for r in reversed(evals) if r.get("by_t_bpd")), None)
+    if exact is not None:
+        parts.append(_section(
+            "elbo", "ELBO terms by t",
+            f"From the exact evaluation on the {_e(exact['split'])} split (n = {exact['n']}): "
+            "prior L_T, every consistency term L_t, decoder L_1.",
+            _img(fig_elbo_by_t(exact), "ELBO by t")))
+    elif (run_dir / "loss_by_t.png").is_file():
+        parts.append(_section(
+            "elbo", "Loss and ELBO terms by t", "From the demo (loss_by_t.png).",
+            _img((run_dir / "loss_by_t.png").read_bytes(), "loss and ELBO by t")))
+
+    comp_html, _ = _comparison(evals)
+    eval_body = _bpd_rows(evals) + comp_html + _sample_rows(evals)
+    if metrics:
+        keep = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        eval_body += ("<details><summary>metrics.json (written by ddpmkit demo)</summary>"
+                      + _config_table(keep) + "</details>")
+    if not eval_body:
+        eval_body = (f"<p class='note'>No evaluations stored yet. Run <code>ddpmkit eval "
+                     f"{_e(run_dir)} --bpd stratified</code>"
+                     + (" or <code>--fd</code>" if cfg.data == "digits" else "")
+                     + " and rebuild this page with <code>ddpmkit report</code>.</p>")
+    parts.append(_section("eval", "Evaluation", "Every number with the settings it depends on "
+                          "(stored in eval/*.json by <code>ddpmkit eval</code>).", eval_body))
+
+    net = run.to_json()["net"]
+    conf = (f"<div class='two'><div><h3>training</h3>{_config_table(cfg.to_dict())}</div>"
+            f"<div><h3>network</h3>{_config_table(net)}<h3>data</h3>"
+            f"{_config_table(run.data)}</div></div>")
+    parts.append(_section("config", "Configuration", "config.json of the run.", conf))
+
+    nav = "".join(f'<a href="#{s}">{t}</a>' for s, t in (
+        ("samples", "Samples"), ("training", "Training"), ("weights", "Weights"),
+        ("elbo", "ELBO by t"), ("eval", "Evaluation"), ("config", "Config")))
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    title = f"ddpmkit run · {run_dir.resolve().name}"
+    sub = (f"{_e(cfg.data)} · {_e('×'.join(map(str, run.data['shape'])))} · "
+           f"{_e(cfg.schedule)} T = {cfg.T} · {_e(cfg.parameterization)} · "
+           f"{_e(cfg.weighting)} weighting")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+        "img-src data:; style-src 'unsafe-inline'\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><div class='wrap'><h1>{_e(title)}</h1><p>{sub}</p></div></header>"
+        f"<nav><div class='wrap'>{nav}</div></nav><main class='wrap'>"
+        f"<div class='cards'>{''.join(cards)}</div>{''.join(parts)}</main>"
+        f"<footer class='wrap'>Written by <code>ddpmkit report</code> on {now} from "
+        f"<code>{_e(run_dir.resolve())}</code>. Self-contained: no scripts, no network."
+        "</footer></body></html>\n")
+
+
+def _fmt_time(s: Any) -> str:
+    if not isinstance(s, (int, float)):
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def write_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                 device: str = "cpu", draw: bool = True, seed: int = 0) -> Path:
+    """Write RUN_DIR/report.html (or ``out``) atomically; returns its path."""
+    path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    text = build_report(run_dir, device=device, draw=draw, seed=seed)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
