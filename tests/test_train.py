@@ -113,3 +113,38 @@ def test_config_mismatch_is_detected(tmp_path, digits):
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(InputError, match="no checkpoint yet"):
         load_denoiser(run)
+
+
+def _nan_at_step(monkeypatch, bad_call: int):
+    """Make the loss NaN on the bad_call-th training step."""
+    import ddpmkit.train.trainer as tr
+
+    real = tr.diffusion_loss
+    calls = {"n": 0}
+
+    def loss(*a, **kw):
+        out = real(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] == bad_call:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(tr, "diffusion_loss", loss)
+
+
+def test_nonfinite_loss_stops_and_names_the_step_without_a_checkpoint(tmp_path, digits,
+                                                                      monkeypatch):
+    from ddpmkit.train import TrainingDiverged
+
+    _nan_at_step(monkeypatch, 3)
+    with pytest.raises(TrainingDiverged, match="step 3"):
+        train(_cfg(steps=6, checkpoint_every=2), tmp_path / "r", progress=False, dataset=digits)
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step_0000002"]
+
+
+def test_nonfinite_loss_can_be_skipped(tmp_path, digits, monkeypatch):
+    _nan_at_step(monkeypatch, 3)
+    r = train(_cfg(steps=6, nonfinite="skip"), tmp_path / "r", progress=False, dataset=digits)
+    assert r.step == 6
+    ema = load_denoiser(tmp_path / "r")
+    assert all(torch.isfinite(p).all() for p in ema.denoiser.net.parameters())
