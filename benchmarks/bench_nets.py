@@ -319,6 +319,14 @@ def table(res: dict) -> str:
                 f"| {s} b{n['train_batch']} | {name}: {n['desc']} | {n['params'] / 1e6:.2f}M | "
                 f"{n['train_images_per_s']:.2f} | {tr} | {n['train_gflops_achieved']:.1f} | "
                 f"{100 * n['train_peak_share']:.0f} % | {n['sample_evals_per_s']:.1f} | {sa} |")
+    lines += ["", "Targets of the networks issue, in this run:", ""]
+    for s, r in res["settings"].items():
+        ratio, share = r["train_ratio_vs_faster_peer"], r["nets"]["ours"]["train_peak_share"]
+        lines.append(
+            f"- {s}: training images/s ours / faster peer = {ratio:.2f}x (target >= 1.3x: "
+            f"{'met' if ratio >= 1.3 else 'NOT met'}); achieved training FLOP/s = "
+            f"{100 * share:.0f} % of peak (target >= 70 %: "
+            f"{'met' if share >= 0.7 else 'NOT met'}).")
     lines += ["", "JSON: `benchmarks/results/` (keys `train_ratio_vs_diffusers`, "
               "`train_ratio_vs_ddpm_pytorch`, `train_ratio_vs_faster_peer`, `sample_ratio_vs_*`, "
               "`train_peak_share`).", ""]
@@ -365,10 +373,13 @@ has to do fewer FLOPs for the same function, or run its convs in a faster dtype:
   attention on the channels_last buffer viewed as (B, HW, C) tokens without copies, through
   `scaled_dot_product_attention`; no Dropout module when p = 0; no attention at full
   resolution in any preset (digits: only the 2x2 middle; mnist: 7x7; cifar10: Ho's 16x16).
-- **channels_last** (`UNetConfig.channels_last`, default on): the oneDNN 3x3 conv forward
-  is up to 2x faster in channels_last at 2 threads (the peak probe above), training steps
-  are about even (1 thread: equal). Parameters stay contiguous, so safetensors saves them.
-  Recommendation: keep it on; also feed channels_last batches to save one copy per step.
+- **channels_last** (`UNetConfig.channels_last`, default on): no measurable gain for a
+  training step with this torch (mnist preset, b16, 1 thread: 2.27 s channels_last vs
+  2.22 s NCHW, within noise; at 2 threads on the loaded machine the order flipped between
+  runs). The conv forward alone (sampling) was faster in channels_last in one 2-thread probe
+  (75 vs 38 GFLOP/s, b64 64->64 32x32) and not in others. It stays on by default because it
+  costs nothing on CPU and is what GPU tensor cores want; parameters stay contiguous, so
+  safetensors saves them. `--variants nchw` measures it in the bench.
 - **bf16 autocast** (the trainer's option): a 3x3 conv forward+backward runs 1.85x faster in
   bf16 than in fp32 on this Zen 4 CPU (130 vs 70 GFLOP/s per core, it has avx512_bf16). The
   nets run under `torch.autocast("cpu", dtype=torch.bfloat16)` (test: relative error < 5 %
