@@ -11,7 +11,7 @@ EXAMPLES = """examples:
   ddpmkit sample runs/digits --out samples.png --n 64
   ddpmkit sample runs/digits --sampler dpmpp2m --steps 20 --n 1797 --out samples.npz
   ddpmkit sample runs/digits/checkpoints/step_0002000 --sampler ancestral --out s.npz
-  torchrun --nproc_per_node=2 -m ddpmkit sample runs/digits --n 4096 --out s.npz
+  torchrun --nproc_per_node=2 -m ddpmkit sample runs/digits --num-samples 4096 --out s.npz
 """
 
 
@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--spacing", choices=SPACINGS, default="uniform")
     p.add_argument("--clip", choices=CLIP_POLICIES, default=None,
                    help="x0_hat policy (default: clip for images, none for vectors)")
-    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
+    # --num-samples: torchrun's own parser rejects "--n" as an ambiguous prefix of its options
+    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=64,
+                   help="number of samples (default 64; write --num-samples under torchrun)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per chunk")
     p.add_argument("--out", required=True, metavar="F.npz|F.png")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
@@ -46,11 +48,10 @@ def run(args) -> int:
 
     import numpy as np
 
-    from ..generate import assemble, generate
+    from ..distributed import generate_sharded, init_from_env
     from ..io import atomic_write_npz
     from ..plots import save_samples
     from ..train import load_denoiser
-    from ..train.distributed import init_from_env
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
@@ -65,14 +66,11 @@ def run(args) -> int:
         clip = args.clip or ("clip" if kind == "image" else "none")
         if args.steps and args.steps > loaded.denoiser.T:
             raise InputError(f"--steps {args.steps} exceeds the model's T = {loaded.denoiser.T}")
-        x, meta = generate(loaded.denoiser, loaded.run.data["shape"], args.n,
-                           sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-                           clip=clip, seed=args.seed, chunk=args.batch_size, device=device,
-                           progress=dist.is_main and not args.no_progress and not args.json,
-                           rank=dist.rank, world=dist.world)
-        if dist.world > 1:
-            x = _gather(x, dist)
-            x = assemble(x, args.n, args.batch_size) if dist.is_main else x
+        x, meta = generate_sharded(
+            loaded.denoiser, loaded.run.data["shape"], args.n, dist, sampler=args.sampler,
+            steps=args.steps, spacing=args.spacing, clip=clip, seed=args.seed,
+            chunk=args.batch_size, device=device,
+            progress=not args.no_progress and not args.json)
     finally:
         dist.close()
     if not dist.is_main:
@@ -93,19 +91,3 @@ def run(args) -> int:
         print(f"wrote {x.shape[0]} samples to {out} ({args.sampler}, "
               f"{meta.get('network_calls', '?')} network calls, step {loaded.step})")
     return 0
-
-
-def _gather(x, dist):
-    """Collect every rank's chunks on rank 0 (sizes differ by rank, so pad to the largest)."""
-    import torch
-    import torch.distributed as td
-
-    n = torch.tensor([x.shape[0]])
-    sizes = [torch.zeros_like(n) for _ in range(dist.world)]
-    td.all_gather(sizes, n)
-    m = int(max(s.item() for s in sizes))
-    pad = torch.zeros((m, *x.shape[1:]), dtype=x.dtype)
-    pad[: x.shape[0]] = x
-    parts = [torch.empty_like(pad) for _ in range(dist.world)]
-    td.all_gather(parts, pad)
-    return [p[: int(s.item())] for p, s in zip(parts, sizes)]

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   ddpmkit train --data ring --out runs/ring --steps 3000 --loss elbo --param eps
   ddpmkit train --out runs/digits --resume        # continue exactly where it stopped
   torchrun --nproc_per_node=2 -m ddpmkit train --data digits --out runs/ddp --steps 2000
+  torchrun --nproc_per_node=2 -m ddpmkit train --out runs/ddp --resume   # docs/distributed.md
 """
 
 
@@ -61,6 +62,9 @@ def add_parser(sub) -> None:
     p.add_argument("--nonfinite", choices=("stop", "skip"),
                    help="on a NaN/Inf loss or gradient: stop (default) or skip the step")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR")
+    p.add_argument("--allow-world-change", action="store_true",
+                   help="with --resume: accept a checkpoint written by another number of "
+                        "processes (continues equal only to float rounding, not bit-exact)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common(p)
     p.set_defaults(func=run)
@@ -98,14 +102,15 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args) -> int:
+    from ..distributed import init_from_env
     from ..train import train
-    from ..train.distributed import init_from_env
 
     cfg = config_from_args(args)
     dist, device = init_from_env(args.device)
     try:
         res = train(cfg, args.out, resume=args.resume, device=device,
-                    progress=not args.no_progress and not args.json, dist=dist)
+                    progress=not args.no_progress and not args.json, dist=dist,
+                    allow_world_change=args.allow_world_change)
     finally:
         dist.close()
     if not dist.is_main:

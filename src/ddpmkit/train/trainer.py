@@ -26,6 +26,7 @@ import torch
 from .. import nets
 from ..data import Dataset, load_dataset
 from ..denoiser import Denoiser
+from ..distributed import Dist
 from ..errors import InputError
 from ..io import atomic_write_bytes, atomic_write_json
 from ..losses import TimestepSampler, diffusion_loss, loss_weights
@@ -146,55 +147,50 @@ class TrainResult:
     checkpoint: Path | None
 
 
-@dataclass
-class Dist:
-    """This process's place in a torchrun job (world 1 = a single process)."""
-
-    rank: int = 0
-    world: int = 1
-    backend: str | None = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as td
-
-            td.barrier()
-
-    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate equal-shaped tensors from every rank along dim 0, in rank order."""
-        if self.world == 1:
-            return x
-        import torch.distributed as td
-
-        parts = [torch.empty_like(x) for _ in range(self.world)]
-        td.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as td
-
-            if td.is_initialized():
-                td.destroy_process_group()
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, str]:
+def _rng_state(gen: torch.Generator, device: str) -> dict[str, str]:
     st = {"train_generator": encode_tensor(gen.get_state()),
           "torch_cpu": encode_tensor(torch.get_rng_state())}
-    if torch.cuda.is_available():
-        st["torch_cuda"] = encode_tensor(torch.cuda.get_rng_state())
+    if torch.device(device).type == "cuda":
+        st["torch_cuda"] = encode_tensor(torch.cuda.get_rng_state(device))
     return st
 
 
-def _set_rng_state(gen: torch.Generator, st: dict[str, str]) -> None:
+def _set_rng_state(gen: torch.Generator, st: dict[str, str], device: str) -> None:
     gen.set_state(decode_tensor(st["train_generator"]))
     torch.set_rng_state(decode_tensor(st["torch_cpu"]))
-    if torch.cuda.is_available() and "torch_cuda" in st:
-        torch.cuda.set_rng_state(decode_tensor(st["torch_cuda"]))
+    if torch.device(device).type == "cuda" and "torch_cuda" in st:
+        torch.cuda.set_rng_state(decode_tensor(st["torch_cuda"]), device)
+
+
+def _dropout_seed(seed: int, rank: int, step: int = 0) -> int:
+    """Seed of torch's global RNG (dropout) on rank >= 1: ranks must not share dropout masks."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63 - 1)
+
+
+def _rank_rng_states(dist: Dist, device: str) -> list[dict[str, str]] | None:
+    """Every rank's global RNG states (dropout), gathered on all ranks (None on one process)."""
+    if dist.world == 1:
+        return None
+    cpu = dist.all_gather(torch.get_rng_state()[None])
+    out = [{"torch_cpu": encode_tensor(s)} for s in cpu]
+    if torch.device(device).type == "cuda":
+        for o, s in zip(out, dist.all_gather(torch.cuda.get_rng_state(device)[None])):
+            o["torch_cuda"] = encode_tensor(s)
+    return out
+
+
+def _check_same_checkpoint(ck, dist: Dist) -> None:
+    """Every rank must resume from the same checkpoint (a shared run directory)."""
+    if dist.world == 1:
+        return
+    mine = torch.tensor([[ck.step if ck else -1,
+                          int(ck.state["hashes"]["model.safetensors"][:15], 16) if ck else -1]])
+    seen = dist.all_gather(mine)
+    if not bool((seen == seen[0]).all()):
+        steps = ", ".join(f"rank {r}: {'none' if s < 0 else f'step {s}'}"
+                          for r, s in enumerate(seen[:, 0].tolist()))
+        raise InputError(f"the ranks see different checkpoints to resume from ({steps}); put "
+                         "the run directory on a file system every node shares")
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, run: Run, dist: Dist) -> None:
@@ -254,13 +250,16 @@ def _truncate_log(path: Path, step: int) -> None:
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           progress: bool = True, device: str = "cpu", dataset: Dataset | None = None,
           dist: Dist | None = None, stop_after: int | None = None,
-          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+          on_log: Callable[[dict], None] | None = None,
+          allow_world_change: bool = False) -> TrainResult:
     """Train a denoiser; write config.json, log.jsonl, checkpoints/ and samples/ in run_dir.
 
     ``resume``: continue from the newest valid checkpoint (from step 0 if there is none).
     ``stop_after``: return after that many steps in this call without a final checkpoint (a
     stand-in for an interruption, for tests). ``dist``: rank/world under torchrun; the global
-    batch is split across ranks and every rank draws the same global noise.
+    batch is split across ranks and every rank draws the same global noise (see
+    docs/distributed.md). A checkpoint written by another number of processes is refused unless
+    ``allow_world_change`` (the run then continues equal only to float rounding).
     """
     dist = dist or Dist()
     run_dir = Path(run_dir)
@@ -285,11 +284,20 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     gen = torch.Generator().manual_seed(cfg.seed)
     order = BatchOrder(data.train.shape[0], cfg.batch_size, cfg.seed)
     step, elapsed0, last = 0, 0.0, None
+    if dist.rank > 0:  # same initial weights on every rank (above), own dropout masks from here
+        torch.manual_seed(_dropout_seed(cfg.seed, dist.rank))
     if resume:
         ck, skipped = newest_valid_checkpoint(run_dir)
         for path, why in skipped:
             _say(f"skipping checkpoint {path.name}: {why}", dist)
+        _check_same_checkpoint(ck, dist)
         if ck is not None:
+            saved_world = int(ck.state.get("world_size", 1))
+            if saved_world != dist.world and not allow_world_change:
+                raise InputError(
+                    f"{ck.path.name} was written by {saved_world} process(es), this run has "
+                    f"{dist.world}; resume with {saved_world} for an exact continuation, or "
+                    "pass --allow-world-change (equal only to float rounding)")
             check_state_dict(net, ck.model, f"{ck.path.name}/model.safetensors")
             check_state_dict(ema.shadow, ck.ema, f"{ck.path.name}/ema.safetensors")
             net.load_state_dict(ck.model)
@@ -298,19 +306,27 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             if cfg.timesteps == "importance":
                 ts.load_state_dict({"loss_history": ck.optim["ts_sampler.loss_history"],
                                     "counts": ck.optim["ts_sampler.counts"]})
-            _set_rng_state(gen, ck.state["rng"])
+            _set_rng_state(gen, ck.state["rng"], device)
+            ranks = ck.state.get("rng_ranks")
+            if dist.rank > 0 and ranks and len(ranks) == dist.world:
+                _set_rng_state(gen, ck.state["rng"] | ranks[dist.rank], device)
+            elif dist.rank > 0:  # world changed: a fresh dropout stream for this rank
+                torch.manual_seed(_dropout_seed(cfg.seed, dist.rank, ck.step))
             step, elapsed0 = ck.step, float(ck.state.get("elapsed_s", 0.0))
             _say(f"resuming from {ck.path.name} (step {step})", dist)
         if dist.is_main:
             _truncate_log(run_dir / "log.jsonl", step)
-    train_net = nets.maybe_compile(net, cfg.compile)
-    train_den = Denoiser(train_net, sched, cfg.parameterization)
-    if dist.world > 1:
+    model: torch.nn.Module = net
+    if dist.world > 1:  # DDP averages the gradients over ranks in backward()
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp = DDP(net, device_ids=[torch.device(device).index] if device.startswith("cuda")
-                  else None)
-        train_den = Denoiser(ddp, sched, cfg.parameterization)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    # compile the DDP wrapper, not the other way round (torch's DDPOptimizer needs to see it)
+    train_net = nets.maybe_compile(model, cfg.compile)
+    train_den = Denoiser(train_net, sched, cfg.parameterization)
     x_all = data.train
     b_local = cfg.batch_size // dist.world
     lo = dist.rank * b_local
@@ -330,19 +346,22 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         return elapsed0 + time.perf_counter() - t_start
 
     def save(step_now: int) -> Path | None:
-        if not dist.is_main:
-            return None
-        for p in net.parameters():
+        for p in net.parameters():  # the same weights on every rank: all stop alike
             if not torch.isfinite(p).all():
                 raise TrainingDiverged(f"weights are non-finite at step {step_now}; "
                                        "no checkpoint written")
+        rank_rng = _rank_rng_states(dist, device)  # a collective: every rank takes part
+        if not dist.is_main:
+            return None
         otensors, groups = optimizer_tensors(opt)
         if cfg.timesteps == "importance":
             otensors["ts_sampler.loss_history"] = ts.loss_history
             otensors["ts_sampler.counts"] = ts.counts
-        state = {"rng": _rng_state(gen), "ema_updates": ema.num_updates,
+        state = {"rng": _rng_state(gen, device), "ema_updates": ema.num_updates,
                  "optimizer_param_groups": groups, "data_position": step_now * cfg.batch_size,
                  "elapsed_s": elapsed(), "world_size": dist.world}
+        if rank_rng is not None:
+            state["rng_ranks"] = rank_rng
         return save_checkpoint(run_dir, step_now, model=net.state_dict(), ema=ema.state_dict(),
                                optim=otensors, state=state, keep=cfg.keep_checkpoints)
 
@@ -350,11 +369,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         if cfg.steps is not None:
             return step >= cfg.steps
         over = torch.tensor([float(elapsed() >= budget_s)])  # type: ignore[operator]
-        if dist.world > 1:  # every rank must stop at the same step: rank 0's clock decides
-            import torch.distributed as td
-
-            td.broadcast(over, src=0)
-        return bool(over.item())
+        # every rank must stop at the same step: rank 0's clock decides
+        return bool(dist.broadcast(over).item())
 
     net.train()
     finished = done()
@@ -362,7 +378,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         if stop_after is not None and steps_this_call >= stop_after:
             if bar is not None:
                 bar.close()
-            return TrainResult(run_dir, step, elapsed(), 0.0, last, ck_path)
+            return TrainResult(run_dir, step, elapsed(), 0.0, _mean_over_ranks(last, dist),
+                               ck_path)
         t_step = time.perf_counter()
         idx = order.indices(step)
         t, imp = ts.sample(cfg.batch_size, gen)
@@ -378,9 +395,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             out = diffusion_loss(train_den, x0, weights, t_l, noise_l, imp_l, normalizer)
         loss = out.loss
         bad = None
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if dist.world > 1:  # one decision for all ranks, else DDP's all-reduce would hang
+            finite = bool(dist.all_reduce_sum(torch.tensor([float(not finite)])).item() == 0)
+        if not finite:
             bad = f"loss is {loss.item()} at step {step + 1} (t in {t_l.min().item()}.." \
                   f"{t_l.max().item()}, weighting {cfg.weighting})"
+            if dist.world > 1:
+                bad = f"{bad} on rank {dist.rank} (non-finite on at least one rank)"
         else:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -411,7 +433,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             if last is not None:
                 bar.set_postfix(loss=f"{last:.4f}", refresh=False)
         if step % cfg.log_every == 0 or finished:
-            rec = win.record(step, lr_at(cfg, step - 1), elapsed())
+            rec = win.reduce(dist).record(step, lr_at(cfg, step - 1), elapsed())
             if dist.is_main:
                 with open(log_file, "a") as f:
                     f.write(json.dumps(rec) + "\n")
@@ -427,7 +449,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         bar.close()
     total = elapsed()
     ips = step * cfg.batch_size / total if total > 0 else 0.0
-    return TrainResult(run_dir, step, total, ips, last, ck_path)
+    return TrainResult(run_dir, step, total, ips, _mean_over_ranks(last, dist), ck_path)
+
+
+def _mean_over_ranks(x: float | None, dist: Dist) -> float | None:
+    """The loss of the global batch from the ranks' half-batch means (equal local batches)."""
+    if dist.world == 1 or x is None:
+        return x
+    return float(dist.all_reduce_sum(torch.tensor([x], dtype=torch.float64)).item()) / dist.world
 
 
 def _say(msg: str, dist: Dist) -> None:
@@ -454,6 +483,18 @@ class _Window:
         self.count.index_add_(0, b, torch.ones_like(b, dtype=torch.float64))
         self.losses.append(out.loss.item())
         self.grad_norms.append(grad_norm)
+
+    def reduce(self, dist: Dist) -> _Window:
+        """Sum the per-bucket statistics and mean losses over ranks (one all-reduce)."""
+        if dist.world == 1:
+            return self
+        n = len(self.losses)
+        packed = torch.cat([self.loss_sum, self.mse_sum, self.count,
+                            torch.tensor([sum(self.losses)], dtype=torch.float64)])
+        packed = dist.all_reduce_sum(packed)
+        self.loss_sum, self.mse_sum, self.count = packed[:-1].split(N_BUCKETS)
+        self.losses = [float(packed[-1]) / dist.world / n] * n if n else []
+        return self
 
     def record(self, step: int, lr: float, elapsed: float) -> dict:
         def per(x):
