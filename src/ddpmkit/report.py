@@ -107,7 +107,8 @@ def fig_training_curves(records: list[dict]) -> bytes:
     for ax, (key, title, log) in zip(axes, specs):
         xs, ys = _series(records, key)
         if xs:
-            ax.plot(xs, ys, lw=1.3, color=PALETTE[0])
+            ax.plot(xs, ys, lw=1.3, color=PALETTE[0], marker="o" if len(xs) < 20 else None,
+                    ms=3)
             if log and min(ys) > 0:
                 ax.set_yscale("log")
         else:
@@ -132,8 +133,11 @@ def fig_error_by_t(records: list[dict]) -> bytes | None:
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.4, 1]})
     with np.errstate(divide="ignore", invalid="ignore"):
         lg = np.log10(grid)
+    s0, s1 = recs[0]["step"], recs[-1]["step"]
+    if s1 == s0:  # a single record: give the one column a width
+        s0, s1 = s0 - 0.5, s1 + 0.5
     im = a0.imshow(lg.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                   extent=(recs[0]["step"], recs[-1]["step"], 0, 1))
+                   extent=(s0, s1, 0, 1))
     a0.set_xlabel("step")
     a0.set_ylabel("t / T")
     a0.grid(False)
