@@ -504,7 +504,8 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
         cards.append(_card("sliced W2", f"{sw_src['sliced_w2']:.4f}",
                            f"test halves {sw_src['sliced_w2_floor']:.4f}"))
     ips = last.get("imgs_per_s")
-    cards.append(_card("throughput", f"{ips:.0f}/s" if ips else "–", "examples per second, last window"))
+    cards.append(_card("throughput", f"{ips:.0f}/s" if ips else "–",
+                       "examples per second, last window"))
 
     parts = []
     pics = []
