@@ -191,3 +191,18 @@ def test_eval_samples_names_differ_by_setting(run_dir):
     r1, x = eval_samples(loaded, n=20, steps=2, sampler="ddim")
     r2, _ = eval_samples(loaded, n=20, steps=2, sampler="ddim", seed=1)
     assert x.shape == (20, 1, 8, 8) and eval_name(r1) != eval_name(r2)
+
+
+@pytest.mark.xfail(strict=False, reason="t is drawn uniformly inside each stratum in "
+                   "ddpmkit.likelihood; drawing it with p(t) ∝ C_t (docs/evaluation.md) makes "
+                   "this pass: remove this mark when that lands")
+def test_stratified_is_cheaper_than_exact_at_equal_se(run_dir):
+    """Cost at equal SE is calls x n x se^2: with 5 strata (6 calls vs T = 50) the stratified
+    estimate should keep at least half of its raw 8.3x saving, i.e. its per-example variance
+    should stay within 2x of exact's (the spread between examples)."""
+    loaded = load_denoiser(run_dir, verbose=False)
+    e = eval_bpd(loaded, method="exact", limit=120)
+    s = eval_bpd(loaded, method="stratified", strata=5, limit=120)
+    c = compare_bpd(e, s)
+    assert c["z"] <= 3.0
+    assert c["calls_ratio_equal_se"] >= 0.5 * 50 / 6, c
