@@ -26,13 +26,14 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "eval", formatter_class=formatter, help="bits/dim and sample quality of a trained run",
-        description="Evaluate a run's (EMA) denoiser. --bpd: the negative ELBO in bits/dim on "
-                    "a data split, with the prior / consistency / decoder terms, consistency by "
-                    "t-bucket (exact) and the rate / distortion split. exact evaluates every t "
-                    "(T network calls per example); stratified draws t in equal strata of 2..T "
-                    "(unbiased, with a standard error, strata x per-stratum + 1 calls). "
-                    "--fd (digits) / --sw2 (2-D toys): sample n and score them. Without --bpd, "
-                    "--fd or --sw2: --bpd stratified.",
+        description="Evaluate a run's (EMA) denoiser.\n"
+                    "--bpd: the negative ELBO in bits/dim on a data split, with the prior / "
+                    "consistency / decoder\nterms, consistency by t-bucket (exact) and the rate "
+                    "/ distortion split. exact evaluates every t\n(T network calls per example); "
+                    "stratified draws t in equal strata of 2..T (unbiased, with a\nstandard "
+                    "error, strata x per-stratum + 1 calls per example).\n"
+                    "--fd (digits) / --sw2 (2-D toys): sample n and score them.\n"
+                    "Without --bpd, --fd or --sw2: --bpd stratified.",
         epilog=EXAMPLES,
     )
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="run directory or checkpoint folder")
