@@ -181,7 +181,8 @@ class GMM2D:
             a = ab.to(x.device)[t].sqrt().unsqueeze(1)
             v = a**2 * s2 + omab.to(x.device)[t].unsqueeze(1)
             m = means.to(x.device)
-            logits = -((x.unsqueeze(1) - a.unsqueeze(1) * m).pow(2).sum(-1)) / (2.0 * v)
+            # -||x - a m_k||^2 / 2v without the ||x||^2 term, which is the same for every k
+            logits = (a * (x @ m.T) - 0.5 * a**2 * (m**2).sum(1)) / v
             m_bar = torch.softmax(logits, dim=1) @ m
             return (m_bar + (a * s2 / v) * (x - a * m_bar)).to(x_t.dtype)
 
