@@ -193,9 +193,6 @@ def test_eval_samples_names_differ_by_setting(run_dir):
     assert x.shape == (20, 1, 8, 8) and eval_name(r1) != eval_name(r2)
 
 
-@pytest.mark.xfail(strict=False, reason="t is drawn uniformly inside each stratum in "
-                   "ddpmkit.likelihood; drawing it with p(t) ∝ C_t (docs/evaluation.md) makes "
-                   "this pass: remove this mark when that lands")
 def test_stratified_is_cheaper_than_exact_at_equal_se(run_dir):
     """Cost at equal SE is calls x n x se^2: with 5 strata (6 calls vs T = 50) the stratified
     estimate should keep at least half of its raw 8.3x saving, i.e. its per-example variance

@@ -105,6 +105,14 @@ class ELBOTerms:
         return self.prior + self.consistency + self.decoder
 
 
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """multinomial over a CPU table needs a CPU generator (a CUDA one is used for the noise)."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator,
+                                                           device=generator.device)))
+
+
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
@@ -113,14 +121,18 @@ def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torc
 def elbo_terms(denoiser: Denoiser, x0: torch.Tensor, *, method: Method = "exact",
                variance: D.Variance = "small", decoder: DecoderSpec | None = None,
                strata: int = 10, per_stratum: int = 1, max_batch: int = 256,
+               proposal: str = "weight",
                generator: torch.Generator | None = None) -> ELBOTerms:
     """The terms of -ELBO(x_0) for a batch x0 (B, ...), nats, float64.
 
     ``exact``: every t = 2..T with one x_t draw each (T - 1 consistency terms; t values are
     batched together so that one network call sees about ``max_batch`` examples).
     ``stratified``: t = 2..T split into ``strata`` contiguous strata of (almost) equal size;
-    per example ``per_stratum`` t's drawn uniformly in each, weighted by stratum size / draws
-    (strata * per_stratum + 1 network calls). Unbiased for the same sum.
+    per example ``per_stratum`` t's drawn in each from q(t), and L_t weighted by
+    1 / (q(t) per_stratum) (strata * per_stratum + 1 network calls). Unbiased for the same sum.
+    ``proposal="weight"`` (default) draws q(t) proportional to the KL's weight on the x0-MSE
+    (C_t for the small variance), so L_t / q(t) varies only as the denoiser's error does;
+    ``"uniform"`` draws t uniformly in the stratum.
     """
     decoder = decoder or DecoderSpec()
     sched = denoiser.schedule
@@ -144,16 +156,24 @@ def elbo_terms(denoiser: Denoiser, x0: torch.Tensor, *, method: Method = "exact"
         if T >= 2:
             if strata < 1 or per_stratum < 1:
                 raise InputError("strata and per_stratum must be >= 1")
+            if proposal not in ("uniform", "weight"):
+                raise InputError(f"unknown proposal {proposal!r}; choose 'uniform' or 'weight'")
             edges = torch.linspace(2, T + 1, min(strata, T - 1) + 1).round().long().tolist()
             rows = torch.arange(B, device=x0.device)
+            # q(t) inside a stratum: uniform, or proportional to the KL's weight on the x0-MSE
+            # (C_t for "small"), which spans many orders of magnitude within the first strata
+            q = (torch.ones(T + 1, dtype=torch.float64) if proposal == "uniform"
+                 else D.mean_weight(sched, variance).clone())
+            q[:2] = 0.0
             for lo, hi in zip(edges[:-1], edges[1:]):
-                size = hi - lo
+                p = q[lo:hi] / q[lo:hi].sum()
                 for _ in range(per_stratum):
-                    u = torch.randint(0, size, (B,), generator=generator, device=x0.device)
-                    t = lo + u
+                    k = torch.multinomial(p, B, replacement=True, generator=_cpu(generator))
+                    t = (lo + k).to(x0.device)
                     term = consistency_term(denoiser, x0, t, _randn(x0.shape, x0, generator),
                                             variance)
-                    cons[rows, t] += term * (size / per_stratum)
+                    # unbiased: E_q[L_t / q(t)] = sum_t L_t over the stratum
+                    cons[rows, t] += term / (p[k].to(term.device) * per_stratum)
     else:
         raise InputError(f"unknown method {method!r}; choose 'exact' or 'stratified'")
     t1 = torch.ones(B, dtype=torch.int64, device=x0.device)
@@ -201,7 +221,8 @@ class NLLResult:
 def negative_elbo_bpd(denoiser: Denoiser, data: torch.Tensor, *, method: Method = "exact",
                       variance: D.Variance = "small", decoder: DecoderSpec | None = None,
                       batch_size: int = 256, strata: int = 10, per_stratum: int = 1,
-                      max_batch: int = 256, seed: int = 0, progress: bool = False) -> NLLResult:
+                      max_batch: int = 256, proposal: str = "weight", seed: int = 0,
+                      progress: bool = False) -> NLLResult:
     """Mean -ELBO of ``data`` (N, ...) in bits/dim, batch by batch, reproducible from ``seed``."""
     if data.shape[0] == 0:
         raise InputError("no examples to evaluate: the data split is empty")
@@ -217,7 +238,7 @@ def negative_elbo_bpd(denoiser: Denoiser, data: torch.Tensor, *, method: Method 
         x0 = data[i:i + batch_size]
         terms = elbo_terms(denoiser, x0, method=method, variance=variance, decoder=decoder,
                            strata=strata, per_stratum=per_stratum, max_batch=max_batch,
-                           generator=gen)
+                           proposal=proposal, generator=gen)
         totals.append(terms.total)
         priors.append(terms.prior)
         conss.append(terms.consistency)
