@@ -406,29 +406,41 @@ def _prov(r: dict) -> str:
             "</div>")
 
 
-def _comparison(evals: list[dict]) -> tuple[str, dict | None]:
-    exact = [r for r in evals if r.get("method") == "exact"]
-    strat = [r for r in evals if r.get("method") == "stratified"]
-    for e in reversed(exact):
-        for s in reversed(strat):
-            if (s.get("model_sha256"), s.get("split"), s.get("n")) == (
-                    e.get("model_sha256"), e.get("split"), e.get("n")):
-                c = compare_bpd(e, s)
-                ok = c["z"] <= 3
-                return (f"<p>Same checkpoint, same {c['n']['exact']} examples: stratified "
-                        f"({c['strata']} strata × {c['per_stratum']}) differs from exact by "
-                        f"{c['diff_bpd']:+.4f} bits/dim = <span class='{'ok' if ok else 'bad'}'>"
-                        f"{c['z']:.2f} standard errors</span> (of stratified). {_cheaper(c)} "
-                        "(cost at equal SE ∝ calls per example × per-example variance).</p>", c)
-    return "", None
+def _comparison(evals: list[dict]) -> tuple[str, list[dict]]:
+    """Every stored stratified result next to the newest exact one of the same checkpoint,
+    split and examples: agreement in standard errors and the saving at equal SE."""
+    for e in reversed([r for r in evals if r.get("method") == "exact"]):
+        key = (e.get("model_sha256"), e.get("split"), e.get("n"))
+        same = [r for r in evals if r.get("method") == "stratified"
+                and (r.get("model_sha256"), r.get("split"), r.get("n")) == key]
+        if not same:
+            continue
+        comps = sorted((compare_bpd(e, s) for s in same),
+                       key=lambda c: (c["strata"] or 0, c["per_stratum"] or 0))
+        rows = "".join(_comparison_row(c) for c in comps)
+        head = (f"<h3>Stratified against exact</h3><p class='note'>Same checkpoint, same "
+                f"{e['n']} {_e(e['split'])} examples; exact: {_fmt(e['bpd'])} ± "
+                f"{_fmt(e['se_bpd'])} with {e['network_calls_per_example']} calls per example. "
+                "z = |difference| / SE of the stratified estimate. Saving at equal SE = (calls "
+                "× n × SE²) of exact over that of stratified: above 1 the stratified estimate "
+                "reaches a given precision more cheaply.</p>")
+        return (head + "<table><tr><th>strata × draws</th><th>calls / example</th>"
+                "<th>bits/dim ± SE</th><th>z</th><th>raw saving</th>"
+                "<th>calls saving at equal SE</th><th>time saving at equal SE</th></tr>"
+                + rows + "</table>", comps)
+    return "", []
 
 
-def _cheaper(c: dict[str, Any]) -> str:
-    r, rs = c["calls_ratio_equal_se"], c["seconds_ratio_equal_se"]
-    if r >= 1:
-        return (f"At equal standard error it needs <b>{r:.1f}×</b> fewer network calls "
-                f"({rs:.1f}× less measured time)")
-    return f"At equal standard error it needs <b>{1 / r:.1f}×</b> more network calls"
+def _comparison_row(c: dict[str, Any]) -> str:
+    calls = c["calls_per_example"]
+    ok = "ok" if c["z"] <= 3 else "bad"
+    return (f"<tr><td>{c['strata']} × {c['per_stratum']}</td>"
+            f"<td class='num'>{calls['stratified']}</td>"
+            f"<td class='num'>{_fmt(c['bpd_stratified'])} ± {_fmt(c['se_stratified'])}</td>"
+            f"<td class='num'><span class='{ok}'>{c['z']:.2f}</span></td>"
+            f"<td class='num'>{calls['exact'] / max(1, calls['stratified']):.0f}×</td>"
+            f"<td class='num'><b>{c['calls_ratio_equal_se']:.2f}×</b></td>"
+            f"<td class='num'>{c['seconds_ratio_equal_se']:.2f}×</td></tr>")
 
 
 def _config_table(d: dict[str, Any]) -> str:
