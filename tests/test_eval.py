@@ -52,7 +52,7 @@ def test_cli_defaults_are_the_demo_settings():
     args = build_parser().parse_args(["eval", "runs/x", "--bpd", "exact"])
     sig = inspect.signature(eval_bpd).parameters
     assert args.seed == 0
-    for name in ("batch_size", "max_batch", "strata", "per_stratum"):
+    for name in ("batch_size", "max_batch", "strata", "per_stratum", "proposal"):
         assert getattr(args, name) == sig[name].default, name
 
 
@@ -154,7 +154,7 @@ def test_bucket_bpd_partitions_2_to_T():
 def _res(method, bpd, se, calls, n=100, seconds=1.0, sha="abc"):
     return {"method": method, "bpd": bpd, "se_bpd": se, "network_calls_per_example": calls,
             "n": n, "seconds": seconds, "model_sha256": sha, "strata": 10, "per_stratum": 1,
-            "split": "test", "seed": 0, "step": 5, "ema": True}
+            "split": "test", "seed": 0, "step": 5, "ema": True, "proposal": "weight"}
 
 
 def test_cost_at_equal_se_is_calls_times_variance():
@@ -178,7 +178,7 @@ def test_save_and_load_evals(tmp_path):
     b = _res("stratified", 1.0, 0.01, 11) | {"limit": 30}
     pa, pb = save_eval(tmp_path, a), save_eval(tmp_path, b)
     assert pa != pb and pa.name == eval_name(a) + ".json"
-    assert "_s10x1_" in pb.name and "_n100_" in pb.name
+    assert "_s10x1_weight_" in pb.name and "_n100_" in pb.name
     got = load_evals(tmp_path)
     assert [g["method"] for g in got] == ["exact", "stratified"]
     assert got[0]["x"] is None  # strict JSON: NaN stored as null
@@ -203,3 +203,16 @@ def test_stratified_is_cheaper_than_exact_at_equal_se(run_dir):
     c = compare_bpd(e, s)
     assert c["z"] <= 3.0
     assert c["calls_ratio_equal_se"] >= 0.5 * 50 / 6, c
+
+
+def test_uniform_proposal_is_recorded_and_stored_apart(run_dir):
+    """q(t) inside a stratum is part of the result's provenance and of its file name."""
+    outs = {}
+    for proposal in ("uniform", "weight"):
+        p = cli(str(run_dir), "--bpd", "stratified", "--strata", "5", "--limit", "60",
+                "--proposal", proposal, "--json")
+        assert p.returncode == 0, p.stderr
+        outs[proposal] = json.loads(p.stdout)["bpd"]
+    assert outs["uniform"]["proposal"] == "uniform" and outs["weight"]["proposal"] == "weight"
+    assert outs["uniform"]["file"] != outs["weight"]["file"]
+    assert outs["uniform"]["bpd"] != outs["weight"]["bpd"]

@@ -63,7 +63,7 @@ def test_report_embeds_everything_and_loads_nothing(run_dir):
 def test_report_shows_exact_vs_stratified_comparison(run_dir):
     text = (run_dir / "report.html").read_text()
     assert "Stratified against exact" in text and "calls saving at equal SE" in text
-    assert text.count("<td>10 × 1</td>") == 1  # one row per stored stratified result
+    assert text.count("<td>10 × 1, t ~ weight</td>") == 1  # a row per stored stratified result
 
 
 def test_report_without_checkpoint_or_evals(tmp_path):

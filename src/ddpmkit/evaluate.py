@@ -36,8 +36,12 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
              method: Literal["exact", "stratified"] = "exact", strata: int = 50,
              per_stratum: int = 1, seed: int = 0, batch_size: int = 128, max_batch: int = 4096,
              device: str = "cpu", progress: bool = False, dataset: Dataset | None = None,
-             limit: int | None = None) -> dict[str, Any]:
-    """-ELBO in bits/dim on a split, with its terms, the rate/distortion split and its cost."""
+             limit: int | None = None,
+             proposal: Literal["weight", "uniform"] = "weight") -> dict[str, Any]:
+    """-ELBO in bits/dim on a split, with its terms, the rate/distortion split and its cost.
+
+    ``proposal`` (stratified only): q(t) inside a stratum, proportional to C_t ("weight") or
+    uniform; see :func:`ddpmkit.likelihood.elbo_terms`."""
     data = dataset or run_dataset(loaded)
     x = data.test if split == "test" else data.train
     if x is None:
@@ -49,7 +53,8 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
     t0 = time.perf_counter()
     res = negative_elbo_bpd(loaded.denoiser, x.to(device), method=method, decoder=decoder,
                             batch_size=batch_size, strata=strata, per_stratum=per_stratum,
-                            max_batch=max_batch, seed=seed, progress=progress)
+                            max_batch=max_batch, seed=seed, progress=progress,
+                            proposal=proposal)
     seconds = time.perf_counter() - t0
     out = res.as_dict()
     if res.by_t_bpd is not None:
@@ -60,6 +65,7 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
                         "variance": decoder.resolved_variance(loaded.denoiser)},
             "strata": strata if method == "stratified" else None,
             "per_stratum": per_stratum if method == "stratified" else None,
+            "proposal": proposal if method == "stratified" else None,
             **provenance(loaded)}
 
 
@@ -167,6 +173,7 @@ def compare_bpd(exact: dict[str, Any], stratified: dict[str, Any]) -> dict[str, 
         "seconds_ratio_equal_se": (ce["seconds"] / cs["seconds"] if cs["seconds"] > 0
                                    else float("inf")),
         "strata": stratified.get("strata"), "per_stratum": stratified.get("per_stratum"),
+        "proposal": stratified.get("proposal"),
         "n": {"exact": exact["n"], "stratified": stratified["n"]},
     }
 
@@ -176,7 +183,7 @@ def eval_name(result: dict[str, Any]) -> str:
     tail = f"step{int(result.get('step', 0)):07d}_{'ema' if result.get('ema') else 'raw'}"
     if "bpd" in result:
         lim = f"_n{result['n']}" if result.get("limit") is not None else ""
-        strata = (f"_s{result['strata']}x{result['per_stratum']}"
+        strata = (f"_s{result['strata']}x{result['per_stratum']}_{result.get('proposal')}"
                   if result.get("method") == "stratified" else "")
         return f"bpd_{result['method']}{strata}_{result['split']}{lim}_seed{result['seed']}_{tail}"
     steps = result.get("steps") or "all"

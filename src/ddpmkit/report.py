@@ -351,8 +351,8 @@ def _bpd_rows(evals: list[dict]) -> str:
     for r in evals:
         if "bpd" not in r:
             continue
-        how = (f"{r.get('strata')} strata × {r.get('per_stratum')}" if r["method"] == "stratified"
-               else "all T terms")
+        how = (f"{r.get('strata')} strata × {r.get('per_stratum')}, t ~ {r.get('proposal')}"
+               if r["method"] == "stratified" else "all T terms")
         t = r.get("terms_bpd", {})
         rows.append(
             f"<tr><td><span class='pill'>{_e(r['method'])}</span><div class='note'>{_e(how)}"
@@ -416,7 +416,8 @@ def _comparison(evals: list[dict]) -> tuple[str, list[dict]]:
         if not same:
             continue
         comps = sorted((compare_bpd(e, s) for s in same),
-                       key=lambda c: (c["strata"] or 0, c["per_stratum"] or 0))
+                       key=lambda c: (str(c["proposal"]), c["strata"] or 0,
+                                      c["per_stratum"] or 0))
         rows = "".join(_comparison_row(c) for c in comps)
         head = (f"<h3>Stratified against exact</h3><p class='note'>Same checkpoint, same "
                 f"{e['n']} {_e(e['split'])} examples; exact: {_fmt(e['bpd'])} ± "
@@ -434,7 +435,7 @@ def _comparison(evals: list[dict]) -> tuple[str, list[dict]]:
 def _comparison_row(c: dict[str, Any]) -> str:
     calls = c["calls_per_example"]
     ok = "ok" if c["z"] <= 3 else "bad"
-    return (f"<tr><td>{c['strata']} × {c['per_stratum']}</td>"
+    return (f"<tr><td>{c['strata']} × {c['per_stratum']}, t ~ {_e(c.get('proposal'))}</td>"
             f"<td class='num'>{calls['stratified']}</td>"
             f"<td class='num'>{_fmt(c['bpd_stratified'])} ± {_fmt(c['se_stratified'])}</td>"
             f"<td class='num'><span class='{ok}'>{c['z']:.2f}</span></td>"

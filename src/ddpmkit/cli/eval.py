@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                    help="strata of t = 2..T for --bpd stratified (default 50)")
     p.add_argument("--per-stratum", type=positive_int, default=1,
                    help="t draws per stratum and example (default 1)")
+    p.add_argument("--proposal", choices=("weight", "uniform"), default="weight",
+                   help="how t is drawn inside a stratum: weight = with probability "
+                        "proportional to C_t (default; far smaller SE), uniform")
     p.add_argument("--batch-size", type=positive_int, default=128,
                    help="examples per batch for --bpd (default 128, as the demo; the random "
                         "draws depend on it)")
@@ -100,7 +103,7 @@ def run(args) -> int:
         res = eval_bpd(loaded, split=args.split, method=method, strata=args.strata,
                        per_stratum=args.per_stratum, seed=args.seed, batch_size=args.batch_size,
                        max_batch=args.max_batch, device=args.device, progress=progress,
-                       limit=args.limit)
+                       limit=args.limit, proposal=args.proposal)
         if save:
             res["file"] = str(save_eval(loaded.run_dir, res))
         out["bpd"] = res
@@ -130,8 +133,8 @@ def summary_lines(out: dict) -> list[str]:
     lines = []
     b = out.get("bpd")
     if b is not None:
-        how = (f"{b['strata']} strata x {b['per_stratum']}" if b["method"] == "stratified"
-               else "all T terms")
+        how = (f"{b['strata']} strata x {b['per_stratum']}, t ~ {b['proposal']}"
+               if b["method"] == "stratified" else "all T terms")
         t = b["terms_bpd"]
         lines += [
             f"{b['split']} bits/dim: {b['bpd']:.4f} +- {b['se_bpd']:.4f} ({b['method']}, {how}; "
