@@ -25,7 +25,8 @@ class DemoConfig:
     """The demo's recipe (chosen by the experiments in docs/weightings.md)."""
 
     out: str = "runs/demo"
-    minutes: float = 2.5
+    steps: int | None = 700  # a step budget: the same model on every machine (~2-2.5 min here)
+    minutes: float | None = None
     batch_size: int = 128
     lr: float = 2e-3
     weighting: str = "min_snr"
@@ -59,11 +60,13 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
 
     out = Path(cfg.out)
     prepare_out(out)
-    tcfg = TrainConfig(data="digits", minutes=cfg.minutes, batch_size=cfg.batch_size, lr=cfg.lr,
+    budget = {"minutes": cfg.minutes} if cfg.minutes is not None else {"steps": cfg.steps}
+    tcfg = TrainConfig(data="digits", **budget, batch_size=cfg.batch_size, lr=cfg.lr,
                        weighting=cfg.weighting, schedule=cfg.schedule, T=cfg.T,
                        ema_decay=cfg.ema_decay, net_overrides=dict(cfg.net_overrides),
                        checkpoint_every=1000, sample_every=0, seed=cfg.seed)
-    say(f"[1/4] training a denoiser on the digits for {cfg.minutes:g} min "
+    what = f"{cfg.minutes:g} min" if cfg.minutes is not None else f"{cfg.steps} steps"
+    say(f"[1/4] training a denoiser on the digits for {what} "
         f"({tcfg.weighting} weighting, x0 parameterization, {tcfg.schedule} T={tcfg.T})")
     res = train(tcfg, out, progress=progress, device=device)
     (out / MARKER).write_text("made by ddpmkit demo; the next demo replaces this folder\n")
