@@ -83,6 +83,15 @@ CATALOGUE = [
     ("sample-missing-run", "sample {d}/nothing --out {o}.npz", "does not exist"),
     ("sample-bad-extension", "sample {r} --out {o}.jpg", ".npz or .png"),
     ("sample-missing-out-folder", "sample {r} --out {d}/no/such/dir/x.npz", "does not exist"),
+    # eval, report
+    ("eval-unknown-method", "eval {r} --bpd approx", "approx"),
+    ("eval-unknown-split", "eval {r} --split validation", "validation"),
+    ("eval-not-a-run", "eval {d}/notrun --bpd stratified", "neither a run directory"),
+    ("eval-zero-strata", "eval {r} --bpd stratified --strata 0", "--strata"),
+    ("eval-fd-zero-n", "eval {r} --fd --n 0", "--n"),
+    ("eval-more-steps-than-T", "eval {r} --fd --n 4 --steps 51", "exceeds"),
+    ("report-not-a-run", "report {d}/notrun --out {o}.html", "run directory"),
+    ("report-missing-run", "report {d}/nothing --out {o}.html", "nothing"),
     # calibrate, equivalence, demo
     ("calibrate-n-not-a-number", "calibrate --n abc", "abc"),
     ("calibrate-negative-T", "calibrate --T -5", "--T"),
