@@ -96,7 +96,9 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = LAUNCH_TIMEOUT_S,
 
 
 def _ok(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 0, f"exit {res.returncode}:\n{res.stdout[-6000:]}"
+    fatal = res.stdout.find("Fatal Python error")  # faulthandler's stacks of a crashed rank
+    shown = res.stdout[fatal:fatal + 5000] + "\n...\n" if fatal >= 0 else ""
+    assert res.returncode == 0, f"exit {res.returncode}:\n{shown}{res.stdout[-5000:]}"
     return res.stdout
 
 

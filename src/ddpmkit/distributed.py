@@ -96,9 +96,17 @@ class Dist:
         return y.to(x.device)
 
     def close(self) -> None:
+        """Leave the process group. Call it once the work is done (the CLI does)."""
         if self.world > 1:
+            import gc
+
             import torch.distributed as td
 
+            # A DDP wrapper sits in a reference cycle, so it outlives train() until the cyclic
+            # GC runs; if it is still alive when the process group goes (or at exit), torch
+            # aborts now and then ("terminate called without an active exception": measured
+            # 1 run in 20 with one leftover DDP, 3 in 16 with twenty; 0 in 16 after collecting).
+            gc.collect()
             if td.is_initialized():
                 td.destroy_process_group()
 
