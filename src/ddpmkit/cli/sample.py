@@ -16,8 +16,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    from ..samplers import CLIP_POLICIES, SAMPLER_NAMES
-    from ..schedules import SPACINGS
+    from ..samplers import CLIP_POLICIES, SAMPLER_NAMES, SAMPLER_SPACINGS
 
     p = sub.add_parser(
         "sample", formatter_class=formatter, help="sample from a trained run",
@@ -29,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="run directory or checkpoint folder")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ancestral")
     p.add_argument("--steps", type=positive_int, help="network calls (default: all T)")
-    p.add_argument("--spacing", choices=SPACINGS, default="uniform")
+    p.add_argument("--spacing", choices=SAMPLER_SPACINGS, default="uniform",
+                   help="step spacing (logsnr_clipped is best at <= 20 steps)")
     p.add_argument("--clip", choices=CLIP_POLICIES, default=None,
                    help="x0_hat policy (default: clip for images, none for vectors)")
     # --num-samples: torchrun's own parser rejects "--n" as an ambiguous prefix of its options
