@@ -7,7 +7,6 @@ sampler, steps, clipping, n and seed, so that a number can be reproduced from it
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -193,12 +192,12 @@ def eval_name(result: dict[str, Any]) -> str:
 
 def save_eval(run_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
     """Write a result to RUN_DIR/eval/<eval_name>.json atomically; the report reads them."""
-    from .io import atomic_write_json
+    from .io import atomic_write_json, finite_json
 
     d = Path(run_dir) / EVAL_DIR
     d.mkdir(exist_ok=True)
     path = d / f"{eval_name(result)}.json"
-    atomic_write_json(path, _finite(result))
+    atomic_write_json(path, finite_json(result))
     return path
 
 
@@ -216,12 +215,3 @@ def load_evals(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def _finite(v: Any) -> Any:
-    """NaN/Inf -> None, recursively (strict JSON)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v

@@ -5,7 +5,9 @@ A reader (or a crash) never sees a half-written file: either the old content or 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -69,3 +71,23 @@ def atomic_write_npz(path, arrays: dict) -> None:
             np.savez(f, **arrays)
 
     atomic_write(path, w)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def finite_json(v):
+    """NaN/Inf -> None, recursively, so that the result is strict JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_json(x) for x in v]
+    return v

