@@ -105,12 +105,9 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
     }
     atomic_write_json(out / "metrics.json", metrics)
     say("[4/4] writing the report")
-    try:
-        from .report import write_report
+    from .report import write_report
 
-        write_report(out)
-    except ImportError:  # the report module arrives with the evaluation issue
-        pass
+    write_report(out)
     return metrics
 
 

@@ -185,6 +185,9 @@ def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None
     fmt = state.get("format") if isinstance(state, dict) else None
     if fmt != FORMAT:
         raise InputError(f"{where}: unknown format {fmt!r}; expected {FORMAT}")
+    if "state_sha256" not in state:
+        raise InputError(f"{where}: state.json has no content hash (written before ddpmkit "
+                         "0.1.0's checkpoint format was final); retrain or resume from a newer one")
     if state.get("state_sha256") != _state_hash(state):
         raise InputError(f"{where}: state.json was modified after it was written (its content "
                          "hash does not match)")
