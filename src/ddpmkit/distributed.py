@@ -211,7 +211,7 @@ def sharded_negative_elbo_bpd(denoiser, data: torch.Tensor, dist: Dist | None = 
     from tqdm.auto import tqdm
 
     from .generate import assemble
-    from .likelihood import NLLResult, elbo_terms
+    from .likelihood import elbo_terms, summarize_nll
 
     dist = dist or Dist()
     if data.shape[0] == 0:
@@ -238,15 +238,7 @@ def sharded_negative_elbo_bpd(denoiser, data: torch.Tensor, dist: Dist | None = 
     per_example = assemble(dist.all_gather_rows(local), N, batch_size).cpu()
     per_batch_t = assemble(dist.all_gather_rows(local_t), n_batches, 1).cpu()
     tot, prior, cons, dec = per_example.unbind(1)
-    dims = data[0].numel()
-    scale = 1.0 / (dims * math.log(2.0))
-    se = float(tot.std(unbiased=True)) / math.sqrt(N) if N > 1 else float("nan")
-    calls = T if method == "exact" else min(strata, max(T - 1, 1)) * per_stratum + 1
-    return NLLResult(
-        bpd=float(tot.mean()) * scale, se_bpd=se * scale, n=N, dims=dims, method=method,
-        network_calls_per_example=calls,
-        terms_bpd={"prior": float(prior.mean()) * scale,
-                   "consistency": float(cons.mean()) * scale,
-                   "decoder": float(dec.mean()) * scale},
-        by_t_bpd=(per_batch_t.sum(0) / N * scale).tolist() if method == "exact" else None,
-    )
+    return summarize_nll(tot, prior, cons, dec,
+                         per_batch_t.sum(0) if method == "exact" else None,
+                         dims=data[0].numel(), T=T, method=method, strata=strata,
+                         per_stratum=per_stratum)

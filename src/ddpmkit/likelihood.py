@@ -246,18 +246,26 @@ def negative_elbo_bpd(denoiser: Denoiser, data: torch.Tensor, *, method: Method 
         if method == "exact":
             s = terms.consistency_by_t.sum(0)
             by_t = s if by_t is None else by_t + s
-    dims = data[0].numel()
-    tot = torch.cat(totals)
-    n = tot.numel()
+    return summarize_nll(torch.cat(totals), torch.cat(priors), torch.cat(conss),
+                         torch.cat(decs), by_t, dims=data[0].numel(), T=denoiser.T,
+                         method=method, strata=strata, per_stratum=per_stratum)
+
+
+def summarize_nll(total: torch.Tensor, prior: torch.Tensor, consistency: torch.Tensor,
+                  decoder: torch.Tensor, by_t_sum: torch.Tensor | None, *, dims: int, T: int,
+                  method: str, strata: int, per_stratum: int) -> NLLResult:
+    """Per-example -ELBO terms in nats (each (N,)) -> the dataset's NLLResult in bits/dim.
+
+    ``by_t_sum``: the sum over examples of L_t, (T+1,), or None (not reported)."""
+    n = total.numel()
     scale = 1.0 / (dims * math.log(2.0))
-    se = float(tot.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
-    T = denoiser.T
+    se = float(total.std(unbiased=True)) / math.sqrt(n) if n > 1 else float("nan")
     calls = T if method == "exact" else min(strata, max(T - 1, 1)) * per_stratum + 1
     return NLLResult(
-        bpd=float(tot.mean()) * scale, se_bpd=se * scale, n=n, dims=dims, method=method,
+        bpd=float(total.mean()) * scale, se_bpd=se * scale, n=n, dims=dims, method=method,
         network_calls_per_example=calls,
-        terms_bpd={"prior": float(torch.cat(priors).mean()) * scale,
-                   "consistency": float(torch.cat(conss).mean()) * scale,
-                   "decoder": float(torch.cat(decs).mean()) * scale},
-        by_t_bpd=None if by_t is None else (by_t / n * scale).tolist(),
+        terms_bpd={"prior": float(prior.mean()) * scale,
+                   "consistency": float(consistency.mean()) * scale,
+                   "decoder": float(decoder.mean()) * scale},
+        by_t_bpd=None if by_t_sum is None else (by_t_sum / n * scale).tolist(),
     )
