@@ -94,14 +94,33 @@ def ddpm_pytorch_peer(cfg, target_params: int) -> tuple[nn.Module, int]:
 
 
 # ---- timing helpers ----------------------------------------------------------------------
+DEVICE = torch.device("cpu")  # set by main(--device)
+INNER = 1  # calls per timed sample (more on a GPU, where one call is ~ms)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn: Callable[[], object]) -> float:
+    """Seconds per call: INNER calls between two device syncs."""
+    _sync()
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for _ in range(INNER):
+        fn()
+    _sync()
+    return (time.perf_counter() - t0) / INNER
 
 
 def peak_probes() -> dict[str, tuple[Callable[[], object], float]]:
     """name -> (call, FLOPs per call) for the machine-peak probes."""
+    if DEVICE.type == "cuda":  # the GPU's ceilings: big matmuls in bf16 and in fp32
+        n = 8192
+        a16, b16 = (torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16) for _ in range(2))
+        a32, b32 = (torch.randn(n, n, device=DEVICE) for _ in range(2))
+        return {"matmul_8192_bf16": (lambda: a16 @ b16, 2.0 * n**3),
+                "matmul_8192_fp32": (lambda: a32 @ b32, 2.0 * n**3)}
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     conv = nn.Conv2d(64, 64, 3, padding=1).eval()
     x_cl = torch.randn(64, 64, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -132,7 +151,7 @@ def train_step_fn(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                   t: torch.Tensor, bf16: bool = False) -> Callable[[], object]:
     def step() -> object:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
             loss = (net(x, t).float() - x).square().mean()
         loss.backward()
         opt.step()
@@ -143,7 +162,8 @@ def train_step_fn(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 def sample_fn(net: nn.Module, x: torch.Tensor, t: torch.Tensor,
               bf16: bool = False) -> Callable[[], object]:
     def call() -> object:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), torch.autocast(DEVICE.type, dtype=torch.bfloat16,
+                                                    enabled=bf16):
             return net(x, t)
     return call
 
@@ -161,6 +181,7 @@ SETTINGS = {
     "32x32x3": ("cifar10", 3, 32, 32),
 }
 SAMPLE_BATCH = 64
+BATCH_SCALE = 1  # --batch-scale: multiplies the train and sample batches (GPUs want more)
 
 
 def run(repeats: int, settings: list[str], log: Callable[[str], None],
@@ -171,6 +192,8 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
     cases: dict[str, dict] = {}  # case name -> info + callables
     for s in settings:
         pname, C, H, B = SETTINGS[s]
+        B *= BATCH_SCALE
+        sb = SAMPLE_BATCH * BATCH_SCALE
         cfg = preset(pname)
         ours = build_net(cfg)
         n_ours = count_parameters(ours)
@@ -182,23 +205,36 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
         if "nchw" in variants:  # the channels_last knob, measured
             nets["ours_nchw"] = (build_net(preset(pname, channels_last=False)),
                                  "ours, channels_last=False")
-        if "bf16" in variants:  # bf16 autocast for ours and the faster peer alike
+        if "bf16" in variants:  # bf16 autocast for ours and the peers alike
             nets["ours_bf16"] = (build_net(cfg), "ours under bf16 autocast")
             nets["diffusers_bf16"] = (diffusers_peer(cfg, H), "diffusers under bf16 autocast")
-        x, t = torch.randn(B, C, H, H), torch.randint(1, T + 1, (B,))
-        xs, ts = torch.randn(SAMPLE_BATCH, C, H, H), torch.randint(1, T + 1, (SAMPLE_BATCH,))
+            if DEVICE.type == "cuda":
+                nets["ddpm_pytorch_bf16"] = (ddpm_pytorch_peer(cfg, n_ours)[0],
+                                             "ddpm-pytorch under bf16 autocast")
+        if "compile" in variants:  # torch.compile (default mode) under bf16, ours and diffusers
+            nets["ours_bf16_compile"] = (build_net(cfg), "ours, bf16 + torch.compile")
+            nets["diffusers_bf16_compile"] = (diffusers_peer(cfg, H),
+                                              "diffusers, bf16 + torch.compile")
+        x, t = (torch.randn(B, C, H, H, device=DEVICE),
+                torch.randint(1, T + 1, (B,), device=DEVICE))
+        xs, ts = (torch.randn(sb, C, H, H, device=DEVICE),
+                  torch.randint(1, T + 1, (sb,), device=DEVICE))
         for name, (net, desc) in nets.items():
+            net.to(DEVICE)
+            if name.endswith("_compile"):
+                net = torch.compile(net)
             n = count_parameters(net)
             if abs(n - n_ours) > 0.1 * n_ours:
                 raise RuntimeError(f"{s} {name}: {n} parameters vs ours {n_ours} (> 10 %)")
             net.train()
             opt = make_optimizer(net)
-            bf16 = name.endswith("_bf16")
+            bf16 = "_bf16" in name
             step = train_step_fn(net, opt, x, t, bf16)
             cases[f"{s}/{name}"] = {
                 "setting": s, "net": name, "desc": desc, "params": n, "batch": B,
                 "train": step, "sample": sample_fn(net, xs, ts, bf16),
-                "train_flops": count_flops(step), "sample_flops": count_flops(
+                "train_flops": 0 if name.endswith("_compile") else count_flops(step),
+                "sample_flops": 0 if name.endswith("_compile") else count_flops(
                     sample_fn(net, xs, ts, bf16)),
                 "train_s": [], "sample_s": [],
             }
@@ -223,14 +259,16 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
             log("warm-up round done")
 
     peak = {k: probes[k][1] / statistics.median(v) / 1e9 for k, v in peak_s.items()}
-    peak_gflops = max(peak["matmul_2048"], peak["conv3x3_channels_last"])
+    peak_gflops = max(v for k, v in peak.items() if k != "conv3x3_nchw")
     out: dict = {
         "meta": {
             "date": dt.datetime.now().isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": (torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"),
+            "batch_scale": BATCH_SCALE, "inner_calls": INNER,
             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "repeats": repeats, "warmup_rounds": 1, "sample_batch": SAMPLE_BATCH,
+            "repeats": repeats, "warmup_rounds": 1, "sample_batch": SAMPLE_BATCH * BATCH_SCALE,
             "loadavg_before": [round(v, 2) for v in load_before],
             "loadavg_after": [round(v, 2) for v in os.getloadavg()],
             "versions": _versions(),
@@ -245,6 +283,10 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
             if c["setting"] != s:
                 continue
             tr, sa = statistics.median(c["train_s"]), statistics.median(c["sample_s"])
+            if not c["train_flops"]:  # compiled: the same FLOPs as its eager twin
+                twin = cases.get(f"{s}/{c['net'].removesuffix('_compile')}")
+                c["train_flops"] = twin["train_flops"] if twin else 0
+                c["sample_flops"] = twin["sample_flops"] if twin else 0
             gflops = c["train_flops"] / tr / 1e9
             res["nets"][c["net"]] = {
                 "desc": c["desc"], "params": c["params"], "train_batch": c["batch"],
@@ -254,7 +296,7 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
                 "train_gflop_per_step": round(c["train_flops"] / 1e9, 2),
                 "train_gflops_achieved": round(gflops, 1),
                 "train_peak_share": round(gflops / peak_gflops, 3),
-                "sample_evals_per_s": round(SAMPLE_BATCH / sa, 2),
+                "sample_evals_per_s": round(SAMPLE_BATCH * BATCH_SCALE / sa, 2),
                 "sample_gflops_achieved": round(c["sample_flops"] / sa / 1e9, 1),
             }
         nets = res["nets"]
@@ -270,6 +312,9 @@ def run(repeats: int, settings: list[str], log: Callable[[str], None],
                 res[f"{what}_bf16_ratio_vs_diffusers_bf16"] = round(
                     nets["ours_bf16"][k] / nets["diffusers_bf16"][k], 3)
                 res[f"{what}_gain_bf16"] = round(nets["ours_bf16"][k] / nets["ours"][k], 3)
+            if "ours_bf16_compile" in nets:
+                res[f"{what}_compile_ratio_vs_diffusers_compile"] = round(
+                    nets["ours_bf16_compile"][k] / nets["diffusers_bf16_compile"][k], 3)
         out["settings"][s] = res
     return out
 
@@ -300,16 +345,19 @@ def table(res: dict) -> str:
         f"load average {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after "
         "(the machine is shared: absolute numbers are noisy, the interleaved ratios are what "
         "counts).", "",
-        f"Measured peak: matmul 2048^2 {pk['matmul_2048']} GFLOP/s, channels_last 3x3 conv "
-        f"{pk['conv3x3_channels_last']} GFLOP/s (NCHW: {pk['conv3x3_nchw']}); "
-        f"peak = {pk['peak']} GFLOP/s.", "",
+        (f"Measured peak: matmul 2048^2 {pk['matmul_2048']} GFLOP/s, channels_last 3x3 conv "
+         f"{pk['conv3x3_channels_last']} GFLOP/s (NCHW: {pk['conv3x3_nchw']}); "
+         f"peak = {pk['peak']} GFLOP/s." if "matmul_2048" in pk else
+         "Measured peak: " + ", ".join(f"{k} {v} GFLOP/s" for k, v in pk.items()) + "."), "",
         "| setting | net | params | train img/s | ours / net | train GFLOP/s | "
         "share of peak | sample evals/s (b64) | ours / net |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, r in res["settings"].items():
         for name, n in r["nets"].items():
-            o = r["nets"]["ours_bf16" if name == "diffusers_bf16" else "ours"]
+            twin = ("ours_bf16_compile" if name.endswith("_bf16_compile") else
+                    "ours_bf16" if name.endswith("_bf16") else "ours")
+            o = r["nets"].get(twin, r["nets"]["ours"])
             tr_r = o["train_images_per_s"] / n["train_images_per_s"]
             sa_r = o["sample_evals_per_s"] / n["sample_evals_per_s"]
             mine = name.startswith("ours")
@@ -403,8 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/nets_<date>)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
-    p.add_argument("--variants", nargs="*", default=[], choices=["nchw", "bf16"],
-                   help="extra rows: ours without channels_last; ours and diffusers under bf16")
+    p.add_argument("--variants", nargs="*", default=[], choices=["nchw", "bf16", "compile"],
+                   help="extra rows: ours without channels_last; ours and the peers under bf16; "
+                        "ours and diffusers under bf16 + torch.compile")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    p.add_argument("--batch-scale", type=int, default=1,
+                   help="multiply the train and sample batches (e.g. 4 on a GPU)")
+    p.add_argument("--inner", type=int, default=None,
+                   help="calls per timed sample (default 1 on CPU, 20 on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's choice, one per core); on a shared "
                         "machine 1 thread avoids OpenMP barrier stalls")
@@ -421,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    global DEVICE, INNER, BATCH_SCALE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch")
+    INNER = args.inner or (20 if DEVICE.type == "cuda" else 1)
+    BATCH_SCALE = args.batch_scale
     if args.threads:
         torch.set_num_threads(args.threads)
     log(f"load average before: {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads")
@@ -435,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s}: train_ratio_vs_faster_peer={r['train_ratio_vs_faster_peer']}  "
               f"ours peak share={r['nets']['ours']['train_peak_share']}")
     print(f"wrote {out}")
-    if not args.no_doc and set(args.settings) == set(SETTINGS):
+    if not args.no_doc and set(args.settings) == set(SETTINGS) and DEVICE.type == "cpu":
         write_doc(section, NOTES)
         print(f"updated {DOC}")
     return 0

@@ -117,11 +117,14 @@ def run(args) -> int:
         return 0
     out = {"run_dir": str(res.run_dir), "step": res.step, "elapsed_s": res.elapsed_s,
            "imgs_per_s": res.imgs_per_s, "last_loss": res.last_loss,
-           "checkpoint": str(res.checkpoint) if res.checkpoint else None}
+           "checkpoint": str(res.checkpoint) if res.checkpoint else None,
+           "device": str(device), "world_size": dist.world, "backend": dist.backend}
     if args.json:
         emit_json(out)
     else:
-        print(f"trained {res.step} steps in {res.elapsed_s:.0f} s ({res.imgs_per_s:.0f} img/s); "
-              f"checkpoint {res.checkpoint}")
+        where = f" on {device}" + (f", {dist.world} processes ({dist.backend})"
+                                   if dist.world > 1 or dist.backend else "")
+        print(f"trained {res.step} steps in {res.elapsed_s:.0f} s ({res.imgs_per_s:.0f} img/s)"
+              f"{where}; checkpoint {res.checkpoint}")
         print(f"next: ddpmkit sample {res.run_dir} --out {res.run_dir}/samples.png")
     return 0
