@@ -1,5 +1,6 @@
 """Several processes under torchrun (gloo on CPU): DDP training equals one process, exact resume,
-sharded sampling and ELBO, clear errors, and a failing rank never hangs the job.
+sharded sampling and ELBO, `ddpmkit eval` equal to one process, clear errors, and a failing rank
+never hangs the job.
 
 The multi-process parts run this file as a torchrun worker (``python -m torch.distributed.run
 --standalone`` picks a free port per launch); the single-process references run in pytest.
@@ -9,6 +10,7 @@ fails the test instead of blocking CI.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ from ddpmkit import InputError
 from ddpmkit.cli import main as cli_main
 from ddpmkit.data import load_dataset
 from ddpmkit.distributed import Dist, init_from_env, sharded_negative_elbo_bpd
+from ddpmkit.evaluate import eval_samples
 from ddpmkit.likelihood import negative_elbo_bpd
 from ddpmkit.train import TrainConfig, list_checkpoints, load_denoiser, train
 
@@ -41,6 +44,14 @@ CFG_RS = CFG_EQ | dict(steps=16, checkpoint_every=4, T=20, timesteps="importance
 WEIGHT_ATOL = 2e-5
 LAUNCH_TIMEOUT_S = 300
 BPD_N, BPD_BATCH = 20, 8
+BPD_CASES = [("per_batch", "exact", "weight"), ("per_batch", "stratified", "weight"),
+             ("per_batch", "stratified", "uniform"), ("one_stream", "exact", "weight"),
+             ("one_stream", "stratified", "weight"), ("one_stream", "stratified", "uniform")]
+# 20 samples in chunks of 8: rank 0 draws chunks 0 and 2, rank 1 chunk 1
+EVAL_SAMPLES = dict(n=20, chunk=8, steps=3, sampler="ddim", seed=3)
+# a tiny digits run for `ddpmkit eval` (what matters is that the numbers match, not their value)
+EVAL_CFG = dict(data="digits", steps=2, batch_size=16, checkpoint_every=2, log_every=1,
+                sample_every=0, net_overrides=TINY, T=20, warmup_steps=0)
 FILES = ("model.safetensors", "ema.safetensors", "optim.safetensors")
 
 
@@ -119,12 +130,16 @@ def _worker(mode: str, out: Path) -> None:
                   stop_after=6)
             train(TrainConfig(**CFG_RS), out / "rs_b", dataset=ds, dist=dist, progress=False,
                   resume=True)
-            den = load_denoiser(out / "eq", verbose=False).denoiser
-            res = {m: sharded_negative_elbo_bpd(den, ds.test[:BPD_N], dist, method=m,
-                                                batch_size=BPD_BATCH, seed=5).as_dict()
-                   for m in ("exact", "stratified")}
+            loaded = load_denoiser(out / "eq", verbose=False)
+            den = loaded.denoiser
+            res = {f"{draws}/{m}/{q}": sharded_negative_elbo_bpd(
+                       den, ds.test[:BPD_N], dist, method=m, batch_size=BPD_BATCH, seed=5,
+                       proposal=q, draws=draws).as_dict()
+                   for draws, m, q in BPD_CASES}
+            _, x = eval_samples(loaded, **EVAL_SAMPLES, dist=dist)
             if dist.is_main:
                 (out / "bpd.json").write_text(json.dumps(res))
+                torch.save(x, out / "eval_samples.pt")
         elif mode == "crash":  # rank 1 dies; rank 0 waits in a collective it can never finish
             if dist.rank == 1:
                 raise RuntimeError("rank 1 fails on purpose")
@@ -137,6 +152,38 @@ def _worker(mode: str, out: Path) -> None:
             raise ValueError(f"unknown mode {mode!r}")
     finally:
         dist.close()
+
+
+def _cli_worker(log_dir: Path, argv: list[str]) -> None:
+    """``ddpmkit ARGV`` under torchrun, recording the files this rank opens for writing or
+    renames into place (atomic writes) and its exit code in LOG_DIR/rank<R>.json. A rank that
+    is done waits (up to 60 s) for the others' records before it exits: torchrun stops the
+    remaining ranks as soon as one exits with an error, which could cut a record short."""
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    writes: list[str] = []
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "os.rename":
+            writes.append(os.fspath(args[1]))
+        elif event == "open" and isinstance(args[1], str) and set(args[1]) & set("wax+"):
+            writes.append(os.fspath(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        code = cli_main(argv)
+    except SystemExit as e:
+        code = e.code
+    except BaseException:
+        code = 1
+        raise
+    finally:
+        mine = list(writes)  # before the hook sees this file's own writes
+        (log_dir / f"rank{rank}.json").write_text(json.dumps({"code": code, "writes": mine}))
+        end = time.monotonic() + 60
+        while (len(list(log_dir.glob("rank*.json"))) < world and time.monotonic() < end):
+            time.sleep(0.05)
+    sys.exit(code)
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -160,6 +207,41 @@ def single_eq(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("single") / "eq"
     train(TrainConfig(**CFG_EQ), out, dataset=digits, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory, digits):
+    run = tmp_path_factory.mktemp("evalrun") / "run"
+    train(TrainConfig(**EVAL_CFG), run, dataset=digits, progress=False)
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    """A copy of the run for one test (its eval/ folder is the test's own)."""
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _eval_files(run: Path) -> dict[str, dict]:
+    """RUN/eval/*.json by file name without the wall-clock times; the folder is then removed."""
+    d = run / "eval"
+    out = {p.name: {k: v for k, v in json.loads(p.read_text()).items()
+                    if k not in ("seconds", "sample_seconds")} for p in d.glob("*.json")}
+    shutil.rmtree(d)
+    return out
+
+
+def _plain_bpd(run: Path, n: int, **kw):
+    """negative_elbo_bpd on the first n test digits, with eval's decoder (17 levels)."""
+    from ddpmkit.likelihood import DecoderSpec
+
+    data = load_dataset("digits")
+    return negative_elbo_bpd(load_denoiser(run, verbose=False).denoiser, data.test[:n],
+                             decoder=DecoderSpec(kind="discrete", levels=data.levels), **kw)
+
+
+def _cli_records(log_dir: Path) -> dict[int, dict]:
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in log_dir.glob("rank*.json")}
 
 
 def _tensors(run_dir: Path, ck: int = -1) -> dict[str, dict[str, torch.Tensor]]:
@@ -248,17 +330,34 @@ def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs
 
 
 def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
-    """Batch i draws from seed (seed, i) whatever rank evaluates it: equal to the last bit."""
+    """draws="per_batch": batch i draws from seed (seed, i) whatever rank evaluates it;
+    draws="one_stream": both ranks run negative_elbo_bpd's one generator through every batch
+    (without the network on the other rank's batches). Either way equal to the last bit, for
+    both methods and both proposals of t inside a stratum."""
     got = json.loads((ddp_runs / "bpd.json").read_text())
     den = load_denoiser(ddp_runs / "eq", verbose=False).denoiser
-    for method in ("exact", "stratified"):
-        ref = sharded_negative_elbo_bpd(den, digits.test[:BPD_N], Dist(), method=method,
-                                        batch_size=BPD_BATCH, seed=5).as_dict()
-        assert got[method] == ref, method
-    # and it is the same estimator as negative_elbo_bpd (other noise draws, same mean)
-    plain = negative_elbo_bpd(den, digits.test[:BPD_N], batch_size=BPD_BATCH, seed=5)
-    assert abs(plain.bpd - got["exact"]["bpd"]) < 5 * got["exact"]["se_bpd"]
-    assert got["exact"]["terms_bpd"]["prior"] == pytest.approx(plain.terms_bpd["prior"])
+    x = digits.test[:BPD_N]
+    for draws, method, q in BPD_CASES:
+        key = f"{draws}/{method}/{q}"
+        ref = sharded_negative_elbo_bpd(den, x, Dist(), method=method, batch_size=BPD_BATCH,
+                                        seed=5, proposal=q, draws=draws).as_dict()
+        assert got[key] == ref, key
+        plain = negative_elbo_bpd(den, x, method=method, batch_size=BPD_BATCH, seed=5,
+                                  proposal=q).as_dict()
+        if draws == "one_stream":  # the single-process numbers themselves
+            assert got[key] == plain, key
+        else:  # the same estimator as negative_elbo_bpd (other noise draws, same mean)
+            assert abs(plain["bpd"] - got[key]["bpd"]) < 5 * got[key]["se_bpd"], key
+            assert got[key]["terms_bpd"]["prior"] == pytest.approx(plain["terms_bpd"]["prior"])
+    assert got["per_batch/stratified/uniform"] != got["per_batch/stratified/weight"]
+
+
+def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):
+    two = torch.load(ddp_runs / "eval_samples.pt")
+    res, one = eval_samples(load_denoiser(ddp_runs / "eq", verbose=False), **EVAL_SAMPLES)
+    assert torch.equal(two, one) and one.shape == (20, 1, 8, 8)
+    assert len(torch.unique(one.flatten(1), dim=0)) == 20  # chunks differ
+    assert res["chunk"] == 8 and "fd" in res
 
 
 def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_path):
@@ -275,6 +374,87 @@ def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_pa
     assert np.array_equal(two["images"], one["images"])
     assert json.loads(str(two["meta"])) == json.loads(str(one["meta"]))
     assert len(np.unique(one["images"].reshape(10, -1), axis=0)) == 10  # chunks differ
+
+
+def test_eval_under_torchrun_gives_the_numbers_of_one_process(eval_run, tmp_path):
+    """`torchrun -m ddpmkit eval --bpd stratified --fd`: 40 examples in batches of 8 (rank 0
+    evaluates batches 0, 2, 4, rank 1 batches 1, 3) and 20 samples in chunks of 8 (rank 0
+    draws chunks 0 and 2, rank 1 chunk 1). The stored JSON equals one process's to the last
+    bit: each batch meets the same draws (both ranks run the one generator through every
+    batch) and each chunk the same seed, so the samples, and their FD, are the same."""
+    run = _copy(eval_run, tmp_path)
+    args = [str(run), "--bpd", "stratified", "--strata", "4", "--limit", "40",
+            "--batch-size", "8", "--fd", "--sample-batch-size", "8", "--steps", "3",
+            "--sampler", "ddim", "--seed", "3", "--device", "cpu", "--no-progress"]
+    # --num-samples: torchrun's parser takes "--n" for an ambiguous prefix of its own flags
+    out = _ok(torchrun(["-m", "ddpmkit", "eval", *args, "--num-samples", "20"]))
+    assert out.count("test bits/dim:") == 1 and out.count("samples (ddim") == 1  # rank 0 only
+    two = _eval_files(run)
+    assert cli_main(["eval", *args, "--n", "20"]) == 0
+    one = _eval_files(run)
+    assert sorted(one) == ["bpd_stratified_s4x1_weight_test_n40_seed3_step0000002_ema.json",
+                           "samples_ddim_3_clip_n20_c8_seed3_step0000002_ema.json"]
+    assert two == one
+    # ... and those of negative_elbo_bpd, which one process has always used
+    bpd = one["bpd_stratified_s4x1_weight_test_n40_seed3_step0000002_ema.json"]
+    assert bpd["bpd"] == _plain_bpd(run, 40, method="stratified", strata=4, seed=3,
+                                    batch_size=8, max_batch=4096).bpd
+    assert one["samples_ddim_3_clip_n20_c8_seed3_step0000002_ema.json"]["fd"] > 0
+
+
+def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_run, tmp_path):
+    """--bpd exact on 20 examples in batches of 6 (4 batches, 2 per rank; 4 t per network
+    call): the numbers of one process, bit for bit, and one file written, by rank 0."""
+    run = _copy(eval_run, tmp_path)
+    args = ["eval", str(run), "--bpd", "exact", "--limit", "20", "--batch-size", "6",
+            "--max-batch", "24", "--device", "cpu", "--no-progress", "--json"]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _ok(torchrun([__file__, "cli", str(logs), *args]))
+    two = _eval_files(run)
+    assert cli_main(args) == 0
+    one = _eval_files(run)
+    assert two == one and len(one) == 1
+    plain = _plain_bpd(run, 20, method="exact", seed=0, batch_size=6, max_batch=24)
+    (bpd,) = one.values()
+    assert (bpd["bpd"], bpd["se_bpd"], bpd["by_t_bpd"]) == (plain.bpd, plain.se_bpd,
+                                                           plain.by_t_bpd)
+    rec = _cli_records(logs)
+    assert rec[0]["code"] == rec[1]["code"] == 0
+    mine = [w for w in rec[0]["writes"] if w.startswith(str(run))]
+    assert [w for w in mine if not w.endswith(".tmp")] == [str(run / "eval" / next(iter(one)))]
+    assert not [w for w in rec[1]["writes"] if w.startswith(str(run))]
+
+
+def test_eval_under_torchrun_ends_every_rank_with_one_exit_code(eval_run, tmp_path):
+    """Rank 0 cannot store its result (a folder has the file's name): it reports that in one
+    line and exits 2, and rank 1, which writes nothing, exits 2 as well."""
+    run = _copy(eval_run, tmp_path)
+    args = ["eval", str(run), "--bpd", "stratified", "--strata", "2", "--limit", "4",
+            "--device", "cpu", "--no-progress", "--json"]
+    assert cli_main(args) == 0
+    (name,) = _eval_files(run)
+    (run / "eval" / name).mkdir(parents=True)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    res = torchrun([__file__, "cli", str(logs), *args])
+    assert res.returncode != 0
+    rec = _cli_records(logs)
+    assert rec[0]["code"] == rec[1]["code"] == 2, rec
+    assert res.stdout.count("ddpmkit eval: error:") == 1
+
+
+def test_eval_help_names_the_torchrun_spelling_of_n(capsys):
+    from ddpmkit.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["eval", "r", "--num-samples", "7"]).n == 7
+    with pytest.raises(SystemExit):
+        p.parse_args(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--n N, --num-samples N" in text and "--num-samples under torchrun" in text
+    sig = inspect.signature(eval_samples).parameters
+    assert p.parse_args(["eval", "r"]).sample_batch_size == sig["chunk"].default
 
 
 def test_a_crashing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
@@ -339,4 +519,7 @@ def test_single_process_needs_no_process_group(monkeypatch):
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], Path(sys.argv[2]))
+    if sys.argv[1] == "cli":
+        _cli_worker(Path(sys.argv[2]), sys.argv[3:])
+    else:
+        _worker(sys.argv[1], Path(sys.argv[2]))

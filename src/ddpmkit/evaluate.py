@@ -2,6 +2,10 @@
 
 Every result records what it depends on: checkpoint path and hash, EMA or not, split, method,
 sampler, steps, clipping, n and seed, so that a number can be reproduced from its JSON.
+
+Under torchrun, pass the job's :class:`ddpmkit.distributed.Dist`: the work is split over the
+ranks and gathered, and the numbers are those of one process with the same settings (see
+:func:`eval_bpd` and :func:`eval_samples`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from typing import Any, Literal
 import torch
 
 from .data import Dataset, load_dataset
+from .distributed import Dist, generate_sharded, sharded_negative_elbo_bpd
 from .errors import InputError
-from .generate import generate
-from .likelihood import DecoderSpec, negative_elbo_bpd
+from .likelihood import DecoderSpec
 from .train.load import Loaded
 
 
@@ -36,11 +40,18 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
              per_stratum: int = 1, seed: int = 0, batch_size: int = 128, max_batch: int = 4096,
              device: str = "cpu", progress: bool = False, dataset: Dataset | None = None,
              limit: int | None = None,
-             proposal: Literal["weight", "uniform"] = "weight") -> dict[str, Any]:
+             proposal: Literal["weight", "uniform"] = "weight",
+             dist: Dist | None = None) -> dict[str, Any]:
     """-ELBO in bits/dim on a split, with its terms, the rate/distortion split and its cost.
 
     ``proposal`` (stratified only): q(t) inside a stratum, proportional to C_t ("weight") or
-    uniform; see :func:`ddpmkit.likelihood.elbo_terms`."""
+    uniform; see :func:`ddpmkit.likelihood.elbo_terms`.
+
+    ``dist`` (torchrun): batch i is evaluated by rank i mod world and the terms are gathered;
+    the random draws still come from the one generator of
+    :func:`ddpmkit.likelihood.negative_elbo_bpd` (``draws="one_stream"`` of
+    :func:`ddpmkit.distributed.sharded_negative_elbo_bpd`), so every rank returns the result of
+    one process, bit for bit on the same hardware."""
     data = dataset or run_dataset(loaded)
     x = data.test if split == "test" else data.train
     if x is None:
@@ -50,10 +61,10 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
     decoder = (DecoderSpec(kind="discrete", levels=data.levels) if data.levels
                else DecoderSpec(kind="gaussian"))
     t0 = time.perf_counter()
-    res = negative_elbo_bpd(loaded.denoiser, x.to(device), method=method, decoder=decoder,
-                            batch_size=batch_size, strata=strata, per_stratum=per_stratum,
-                            max_batch=max_batch, seed=seed, progress=progress,
-                            proposal=proposal)
+    res = sharded_negative_elbo_bpd(loaded.denoiser, x.to(device), dist, method=method,
+                                    decoder=decoder, batch_size=batch_size, strata=strata,
+                                    per_stratum=per_stratum, max_batch=max_batch, seed=seed,
+                                    progress=progress, proposal=proposal, draws="one_stream")
     seconds = time.perf_counter() - t0
     out = res.as_dict()
     if res.by_t_bpd is not None:
@@ -68,25 +79,39 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
             **provenance(loaded)}
 
 
+#: samples per chunk of eval_samples (chunk i is drawn from the seed (seed, i))
+DEFAULT_SAMPLE_CHUNK = 512
+
+
 def eval_samples(loaded: Loaded, *, n: int = 1797, sampler: str = "dpmpp2m",
                  steps: int | None = 20, clip: str | None = None, seed: int = 0,
-                 device: str = "cpu", progress: bool = False, chunk: int = 512,
+                 device: str = "cpu", progress: bool = False, chunk: int = DEFAULT_SAMPLE_CHUNK,
                  dataset: Dataset | None = None, samples: torch.Tensor | None = None,
-                 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Sample n and score them: digits -> FD (and its real-data floor); vectors -> sliced W2."""
+                 dist: Dist | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+    """Sample n and score them: digits -> FD (and its real-data floor); vectors -> sliced W2.
+
+    ``dist`` (torchrun): chunk i of ``chunk`` samples (seeded with (seed, i)) is drawn by rank
+    i mod world and the chunks are gathered in order, so the samples, and the score, are those
+    of one process, bit for bit on the same hardware. Every rank returns all the samples; only
+    rank 0 scores them (the other ranks' result holds the settings without the score)."""
+    dist = dist or Dist()
     kind = loaded.run.data["kind"]
     clip = clip or ("clip" if kind == "image" else "none")
     t0 = time.perf_counter()
-    if samples is None:
-        samples, meta = generate(loaded.denoiser, loaded.run.data["shape"], n, sampler=sampler,
-                                 steps=steps, clip=clip, seed=seed, chunk=chunk, device=device,
-                                 progress=progress)
+    drawn = samples is None
+    if drawn:
+        samples, meta = generate_sharded(loaded.denoiser, loaded.run.data["shape"], n, dist,
+                                         sampler=sampler, steps=steps, clip=clip, seed=seed,
+                                         chunk=chunk, device=device, progress=progress)
     else:
         meta = {"network_calls": None}
     sample_s = time.perf_counter() - t0
     out: dict[str, Any] = {"n": n, "sampler": sampler, "steps": steps, "clip": clip,
-                           "seed": seed, "network_calls": meta.get("network_calls"),
+                           "seed": seed, "chunk": chunk if drawn else None,
+                           "network_calls": meta.get("network_calls"),
                            "sample_seconds": sample_s, **provenance(loaded)}
+    if not dist.is_main:
+        return out, samples
     if loaded.run.config.data == "digits":
         import numpy as np
 
@@ -186,7 +211,10 @@ def eval_name(result: dict[str, Any]) -> str:
                   if result.get("method") == "stratified" else "")
         return f"bpd_{result['method']}{strata}_{result['split']}{lim}_seed{result['seed']}_{tail}"
     steps = result.get("steps") or "all"
-    return (f"samples_{result['sampler']}_{steps}_{result['clip']}_n{result['n']}"
+    chunk = result.get("chunk")
+    # the samples depend on the chunk size; the default (512) keeps the shorter name
+    ch = f"_c{chunk}" if chunk not in (None, DEFAULT_SAMPLE_CHUNK) else ""
+    return (f"samples_{result['sampler']}_{steps}_{result['clip']}_n{result['n']}{ch}"
             f"_seed{result['seed']}_{tail}")
 
 

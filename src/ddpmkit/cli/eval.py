@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -14,10 +15,13 @@ EXAMPLES = """examples:
   ddpmkit eval runs/demo --fd --n 1797 --sampler dpmpp2m --steps 20
   ddpmkit eval runs/ring --sw2                      # sliced W2 for a 2-D toy
   ddpmkit eval runs/mnist --bpd stratified --strata 20 --batch-size 500
+  torchrun --nproc_per_node=2 -m ddpmkit eval runs/demo --bpd exact --fd --num-samples 1797
 
 Results are stored in RUN_DIR/eval/*.json (one file per setting; --no-save to skip) with what
 they depend on: checkpoint, model hash, EMA, split, method, seed, sampler, steps, clip, n.
 `ddpmkit report RUN_DIR` shows them, and compares exact with stratified when both exist.
+Under torchrun the batches (--bpd) and sample chunks (--fd/--sw2) are split over the processes
+and gathered: the numbers are those of one process with the same seed; rank 0 writes and prints.
 """
 
 
@@ -59,8 +63,14 @@ def add_parser(sub) -> None:
                    help="Frechet distance of n samples (digits; bundled feature net)")
     p.add_argument("--sw2", action="store_true",
                    help="sliced Wasserstein-2 of n samples to the test split (2-D toys)")
-    p.add_argument("--n", type=positive_int, default=1797,
-                   help="samples for --fd/--sw2 (default 1797; FD is comparable only at 1797)")
+    # --num-samples: torchrun's own parser rejects "--n" as an ambiguous prefix of its options
+    p.add_argument("--n", "--num-samples", dest="n", type=positive_int, default=1797,
+                   help="samples for --fd/--sw2 (default 1797; FD is comparable only at 1797; "
+                        "write --num-samples under torchrun)")
+    p.add_argument("--sample-batch-size", type=positive_int, default=512,
+                   help="samples per chunk for --fd/--sw2 (default 512; chunk i is drawn from "
+                        "the seed (seed, i), so the samples depend on it; under torchrun the "
+                        "chunks are shared out between the processes)")
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpmpp2m",
                    help="sampler for --fd/--sw2 (default dpmpp2m)")
     p.add_argument("--steps", type=positive_int, default=20,
@@ -76,11 +86,54 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..distributed import init_from_env
+
+    dist, device = init_from_env(args.device)
+    try:
+        return _run(args, dist, device)
+    finally:
+        dist.close()
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code ``ddpmkit.cli.main`` gives for an exception raised by a command."""
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, (InputError, FileNotFoundError, PermissionError, IsADirectoryError,
+                      NotADirectoryError)):
+        return 2
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return 2
+    return 1
+
+
+def on_main(dist, fn) -> int:
+    """Run ``fn()`` on rank 0 only (writing, printing); every rank returns the same exit code.
+
+    Rank 0 re-raises an exception of ``fn`` (so ``main`` reports it); the other ranks return
+    the code it maps to, so that every rank of a torchrun job ends with the same code."""
+    import torch
+
+    err, code = None, 0
+    if dist.is_main:
+        try:
+            fn()
+        except BaseException as e:  # rank 0 reports it below; every rank gets its code
+            err, code = e, exit_code(e)
+    code = int(dist.broadcast(torch.tensor([code], dtype=torch.int64)).item())
+    if err is not None:
+        raise err
+    return code
+
+
+def _run(args, dist, device: str) -> int:
+    import torch
+
     from ..evaluate import compare_bpd, eval_bpd, eval_samples, load_evals, save_eval
     from ..train import load_denoiser
 
-    loaded = load_denoiser(args.path, ema=not args.no_ema, device=args.device,
-                           verbose=not args.json)
+    loaded = load_denoiser(args.path, ema=not args.no_ema, device=device,
+                           verbose=not args.json and dist.is_main)
     kind = loaded.run.data["kind"]
     data = loaded.run.config.data
     if args.fd and data != "digits":
@@ -93,7 +146,9 @@ def run(args) -> int:
     if args.steps > loaded.denoiser.T:
         raise InputError(f"--steps {args.steps} exceeds the model's T = {loaded.denoiser.T}")
     save = not args.no_save
-    if save and not os.access(loaded.run_dir, os.W_OK):
+    # only rank 0 writes: its answer holds for every rank
+    writable = dist.broadcast(torch.tensor([int(save and os.access(loaded.run_dir, os.W_OK))]))
+    if save and not bool(writable.item()):
         raise InputError(f"cannot store results in {loaded.run_dir}/eval (not writable); "
                          "add --no-save")
     method = args.bpd or (None if (args.fd or args.sw2) else "stratified")
@@ -102,30 +157,43 @@ def run(args) -> int:
     if method is not None:
         res = eval_bpd(loaded, split=args.split, method=method, strata=args.strata,
                        per_stratum=args.per_stratum, seed=args.seed, batch_size=args.batch_size,
-                       max_batch=args.max_batch, device=args.device, progress=progress,
-                       limit=args.limit, proposal=args.proposal)
-        if save:
-            res["file"] = str(save_eval(loaded.run_dir, res))
-        out["bpd"] = res
-        other = "stratified" if method == "exact" else "exact"
-        same = [r for r in load_evals(loaded.run_dir)
-                if r.get("method") == other and r.get("model_sha256") == res["model_sha256"]
-                and r.get("split") == res["split"] and r.get("n") == res["n"]]
-        if same:
-            pair = (res, same[-1]) if method == "exact" else (same[-1], res)
-            out["comparison"] = compare_bpd(*pair)
+                       max_batch=args.max_batch, device=device, progress=progress,
+                       limit=args.limit, proposal=args.proposal, dist=dist)
+
+        def store_bpd() -> None:
+            if save:
+                res["file"] = str(save_eval(loaded.run_dir, res))
+            out["bpd"] = res
+            other = "stratified" if method == "exact" else "exact"
+            same = [r for r in load_evals(loaded.run_dir)
+                    if r.get("method") == other and r.get("model_sha256") == res["model_sha256"]
+                    and r.get("split") == res["split"] and r.get("n") == res["n"]]
+            if same:
+                pair = (res, same[-1]) if method == "exact" else (same[-1], res)
+                out["comparison"] = compare_bpd(*pair)
+
+        if code := on_main(dist, store_bpd):
+            return code
     if args.fd or args.sw2:
-        res, _ = eval_samples(loaded, n=args.n, sampler=args.sampler, steps=args.steps,
-                              clip=args.clip, seed=args.seed, device=args.device,
-                              progress=progress)
-        if save:
-            res["file"] = str(save_eval(loaded.run_dir, res))
-        out["samples"] = res
-    if args.json:
-        emit_json(out)
-    else:
-        print("\n".join(summary_lines(out)))
-    return 0
+        res_s, _ = eval_samples(loaded, n=args.n, sampler=args.sampler, steps=args.steps,
+                                clip=args.clip, seed=args.seed, device=device,
+                                progress=progress, chunk=args.sample_batch_size, dist=dist)
+
+        def store_samples() -> None:
+            if save:
+                res_s["file"] = str(save_eval(loaded.run_dir, res_s))
+            out["samples"] = res_s
+
+        if code := on_main(dist, store_samples):
+            return code
+
+    def show() -> None:
+        if args.json:
+            emit_json(out)
+        else:
+            print("\n".join(summary_lines(out)))
+
+    return on_main(dist, show)
 
 
 def summary_lines(out: dict) -> list[str]:
