@@ -93,7 +93,7 @@ pack
 [ "$DEV" = cpu ] && { echo "dry run: stop before the GPU-only stages"; exit 0; }
 
 # ---- 2. network bench ------------------------------------------------------------------------
-stage bench_nets 120 $PY benchmarks/bench_nets.py --device $DEV --variants bf16 --repeats 5 \
+stage bench_nets 120 $PY benchmarks/bench_nets.py --device $DEV --variants bf16 --repeats 5 --inner 6 \
   --no-doc --out "$RES/nets_cuda.json"
 
 # ---- 3. NCCL -----------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ opt = torch.optim.AdamW(net.parameters(), 1e-3)
 xb, tb = torch.randn(32, 1, 8, 8, device="cuda"), torch.randint(1, 1001, (32,), device="cuda")
 for _ in range(3):
     opt.zero_grad(); loss = (net(xb, tb) - xb).square().mean(); loss.backward(); opt.step()
-print("DDP steps ok, loss", float(loss))
+print("DDP steps ok, loss", loss.item())
 td.destroy_process_group()
 EOF
 stage nccl 40 $PY /tmp/nccl_check.py
