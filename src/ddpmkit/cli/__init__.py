@@ -8,13 +8,12 @@ Each command is one module of this package with ``add_parser(sub)``; ``COMMANDS`
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
 from . import calibrate, data, demo, equivalence, eval, report, sample, train
-from ._common import Parser, formatter, resolve_device
+from ._common import Parser, error_line, exit_code, formatter, resolve_device
 
 COMMANDS = [demo, train, sample, eval, report, equivalence, calibrate, data]
 
@@ -42,23 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         return int(args.func(args) or 0)
-    except InputError as e:
-        print(f"ddpmkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        print(f"ddpmkit {args.command}: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            where = f" writing {e.filename}" if e.filename else ""
-            print(f"ddpmkit {args.command}: error: no space left{where} ({e.strerror}); free "
-                  "some space or write elsewhere (nothing was left half-written)", file=sys.stderr)
-            return 2
-        raise
-    except KeyboardInterrupt:
-        print(f"ddpmkit {args.command}: interrupted", file=sys.stderr)
-        return 130
-
+    except (InputError, OSError, KeyboardInterrupt) as e:
+        code = exit_code(e)
+        if code == 1:  # an OSError that is not bad input: a bug or the machine, show it all
+            raise
+        print(error_line(args.command, e), file=sys.stderr)
+        return code
 
 if __name__ == "__main__":
     sys.exit(main())

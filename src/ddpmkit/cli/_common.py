@@ -8,6 +8,7 @@ Helpers shared by the command modules.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -80,3 +81,48 @@ def emit_json(obj) -> None:
     from ..io import finite_json
 
     sys.stdout.write(json.dumps(finite_json(obj), indent=2) + "\n")
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code for an exception raised by a command: 2 bad input (InputError, a path
+    problem, a full disk), 130 interrupted, 1 anything else (a bug: ``main`` re-raises it)."""
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, (InputError, FileNotFoundError, PermissionError, IsADirectoryError,
+                      NotADirectoryError)):
+        return 2
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return 2
+    return 1
+
+
+def on_main(dist, fn) -> int:
+    """Run ``fn()`` on rank 0 only (writing, printing); every rank returns the same exit code.
+
+    Rank 0 re-raises an exception of ``fn`` (so ``main`` reports it); the other ranks return
+    the code it maps to, so that every rank of a torchrun job ends with the same code."""
+    import torch
+
+    err, code = None, 0
+    if dist.is_main:
+        try:
+            fn()
+        except BaseException as e:  # rank 0 reports it below; every rank gets its code
+            err, code = e, exit_code(e)
+    code = int(dist.broadcast(torch.tensor([code], dtype=torch.int64)).item())
+    if err is not None:
+        raise err
+    return code
+
+
+def error_line(command: str, e: BaseException) -> str:
+    """The one stderr line ``main`` prints for an exception with exit code 2 or 130."""
+    if isinstance(e, KeyboardInterrupt):
+        return f"ddpmkit {command}: interrupted"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing {e.filename}" if e.filename else ""
+        return (f"ddpmkit {command}: error: no space left{where} ({e.strerror}); free "
+                "some space or write elsewhere (nothing was left half-written)")
+    if isinstance(e, OSError):
+        return f"ddpmkit {command}: error: {e.strerror or e}: {e.filename}"
+    return f"ddpmkit {command}: error: {e}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import add_common, emit_json, formatter, positive_int
+from ._common import add_common, emit_json, formatter, on_main, positive_int
 
 EXAMPLES = """examples:
   ddpmkit eval runs/demo --bpd exact                # all T terms: matches the demo's metrics.json
@@ -93,37 +92,6 @@ def run(args) -> int:
         return _run(args, dist, device)
     finally:
         dist.close()
-
-
-def exit_code(e: BaseException) -> int:
-    """The exit code ``ddpmkit.cli.main`` gives for an exception raised by a command."""
-    if isinstance(e, KeyboardInterrupt):
-        return 130
-    if isinstance(e, (InputError, FileNotFoundError, PermissionError, IsADirectoryError,
-                      NotADirectoryError)):
-        return 2
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return 2
-    return 1
-
-
-def on_main(dist, fn) -> int:
-    """Run ``fn()`` on rank 0 only (writing, printing); every rank returns the same exit code.
-
-    Rank 0 re-raises an exception of ``fn`` (so ``main`` reports it); the other ranks return
-    the code it maps to, so that every rank of a torchrun job ends with the same code."""
-    import torch
-
-    err, code = None, 0
-    if dist.is_main:
-        try:
-            fn()
-        except BaseException as e:  # rank 0 reports it below; every rank gets its code
-            err, code = e, exit_code(e)
-    code = int(dist.broadcast(torch.tensor([code], dtype=torch.int64)).item())
-    if err is not None:
-        raise err
-    return code
 
 
 def _run(args, dist, device: str) -> int:
