@@ -1,0 +1,311 @@
+"""Winograd minimal filtering for 3x3, stride-1, padding-1 convolutions, in plain PyTorch ops.
+
+For an output tile of m x m pixels and the (m+2) x (m+2) input tile d that covers it, with
+the 3x3 filter g (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+CVPR 2016, arXiv:1509.09308):
+
+    Y = A^T [ (G g G^T) ⊙ (B^T d B) ] A
+
+Summed over input channels, the ⊙ becomes, at each of the (m+2)^2 transform positions, a
+matrix product (tiles, C_in) @ (C_in, C_out): one batched matmul does all of them. F(2x2,
+3x3) (``m=2``) needs 16 multiplies per 4 outputs instead of 36 (2.25x fewer); F(4x4, 3x3)
+(``m=4``) 36 per 16 instead of 144 (4x fewer), with larger constants, so less accurate in
+float32. The matrices A^T, G, B^T below are the ones Lavin & Gray give in their section 4
+for F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2 and infinity). Like
+``F.conv2d`` this computes a cross-correlation.
+
+H and W are padded up to a multiple of m and the output cropped, so any size works. Two
+ways to apply the input and output transforms (``transforms=``):
+- "matmul" (eager default): tiles gathered once into a position-major (m+2, m+2, tiles*C)
+  buffer, B^T and A^T applied separably (rows, then columns) as matmuls on whole buffers;
+  the gather's backward is a hand-written overlap-add (autograd's unfold_backward is slow).
+- "sums": the transforms written as sums of strided slices times the constants, with
+  hand-written backwards of the same form; slow eagerly, but ``torch.compile`` turns each
+  transform (and its backward) into one fused loop.
+Gradients flow to input, weight and bias. The weight transform is recomputed at each call
+(once per forward).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MATRICES: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
+    # m: (A^T (m, m+2), G (m+2, 3), B^T (m+2, m+2))
+    2: (
+        [[1, 1, 1, 0],
+         [0, 1, -1, -1]],
+        [[1, 0, 0],
+         [0.5, 0.5, 0.5],
+         [0.5, -0.5, 0.5],
+         [0, 0, 1]],
+        [[1, 0, -1, 0],
+         [0, 1, 1, 0],
+         [0, -1, 1, 0],
+         [0, 1, 0, -1]],
+    ),
+    4: (
+        [[1, 1, 1, 1, 1, 0],
+         [0, 1, -1, 2, -2, 0],
+         [0, 1, 1, 4, 4, 0],
+         [0, 1, -1, 8, -8, 1]],
+        [[1 / 4, 0, 0],
+         [-1 / 6, -1 / 6, -1 / 6],
+         [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6],
+         [0, 0, 1]],
+        [[4, 0, -5, 0, 1, 0],
+         [0, -4, -4, 1, 1, 0],
+         [0, 4, -4, -1, 1, 0],
+         [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]],
+    ),
+}
+
+_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+
+
+def winograd_matrices(m: int, dtype: torch.dtype = torch.float64,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """(A^T, G, B^T) of F(m x m, 3 x 3), shapes (m, m+2), (m+2, 3), (m+2, m+2)."""
+    if m not in _MATRICES:
+        raise ValueError(f"winograd tile size m must be 2 or 4; got {m!r}")
+    key = (m, dtype, torch.device(device))
+    if key not in _CACHE:
+        # built in float64, then rounded once (1/6, 1/24 are not exact in binary)
+        _CACHE[key] = tuple(torch.tensor(M, dtype=torch.float64).to(dtype=dtype, device=device)
+                            for M in _MATRICES[m])
+    return _CACHE[key]
+
+
+def winograd_weight(weight: torch.Tensor, m: int = 2) -> torch.Tensor:
+    """U = G g G^T for every (C_out, C_in) filter: (O, C, 3, 3) -> ((m+2)^2, C, O)."""
+    _, G, _ = winograd_matrices(m, weight.dtype, weight.device)
+    O, C = weight.shape[:2]
+    a = m + 2
+    U = torch.einsum("ik,ockl,jl->ijco", G, weight, G)
+    return U.reshape(a * a, C, O)
+
+
+class _Tiles(torch.autograd.Function):
+    """xp (N, m*nh+2, m*nw+2, C) -> its (m+2)^2 tiles, stride m, as (a_k, a_l, N*nh*nw, C).
+
+    The forward is unfold + one copy; the backward is a plain overlap-add (rows, then
+    columns), which is much faster on CPU than autograd's generic ``unfold_backward``."""
+
+    @staticmethod
+    def forward(ctx, xp: torch.Tensor, m: int) -> torch.Tensor:
+        N, Hp, Wp, C = xp.shape
+        a, nh, nw = m + 2, (Hp - 2) // m, (Wp - 2) // m
+        ctx.m, ctx.shape = m, xp.shape
+        d = xp.unfold(1, a, m).unfold(2, a, m).permute(4, 5, 0, 1, 2, 3)
+        # always a fresh buffer (reshape could return a view when sizes are 1)
+        return xp.new_empty(a, a, N, nh, nw, C).copy_(d).view(a, a, N * nh * nw, C)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        # Window j along a line starts at m*j and is a = m+2 long: windows overlap by 2. Its
+        # first m elements fill block j of a (n+1, m) blocked line, its last 2 are added to
+        # the start of block j+1. Columns first, then rows.
+        m = ctx.m
+        N, Hp, Wp, C = ctx.shape
+        a, nh, nw = m + 2, (Hp - 2) // m, (Wp - 2) // m
+        g = g.reshape(a, a, N, nh, nw, C)
+        z = g.new_empty(a, N, nh, nw + 1, m, C)
+        z[:, :, :, nw].zero_()
+        z[:, :, :, :nw] = g[:, :m].permute(0, 2, 3, 4, 1, 5)
+        z[:, :, :, 1:, :2] += g[:, m:].permute(0, 2, 3, 4, 1, 5)
+        z = z.view(a, N, nh, (nw + 1) * m, C)[:, :, :, :Wp]  # (a_k, N, nh, Wp, C)
+        r = g.new_empty(N, nh + 1, m, Wp, C)
+        r[:, nh].zero_()
+        r[:, :nh] = z[:m].permute(1, 2, 0, 3, 4)
+        r[:, 1:, :2] += z[m:].permute(1, 2, 0, 3, 4)
+        return r.view(N, (nh + 1) * m, Wp, C)[:, :Hp], None
+
+
+def _lincomb(coeffs, terms):
+    """sum_k coeffs[k] * terms[k] over the non-zero constants (+-1 without a multiply)."""
+    out = None
+    for c, t in zip(coeffs, terms):
+        c = float(c)
+        if c == 0.0:
+            continue
+        t = t if c == 1.0 else -t if c == -1.0 else c * t
+        out = t if out is None else out + t
+    return out
+
+
+class _InputTransformSums(torch.autograd.Function):
+    """xp (N, m*nh+2, m*nw+2, C) -> B^T d B of every tile, (a*a, N, nh, nw, C), written as
+    sums of strided slices; the backward is written out too (B dV B^T, then the overlapping
+    tiles added back block by block), so that torch.compile makes each one fused loop
+    instead of one scatter per slice."""
+
+    @staticmethod
+    def forward(ctx, xp: torch.Tensor, m: int) -> torch.Tensor:
+        N, Hp, Wp, C = xp.shape
+        a, nh, nw = m + 2, (Hp - 2) // m, (Wp - 2) // m
+        ctx.m, ctx.shape = m, xp.shape
+        bt = _MATRICES[m][2]
+        rows = [xp[:, k:k + m * (nh - 1) + 1:m] for k in range(a)]  # (N, nh, Wp, C)
+        # stacked, so that a compiler keeps R as one buffer instead of recomputing it
+        R = torch.stack([_lincomb(bt[i], rows) for i in range(a)]).unbind(0)
+        return torch.stack([_lincomb(bt[j], [r[:, :, k:k + m * (nw - 1) + 1:m]
+                                             for k in range(a)])
+                            for r in R for j in range(a)])
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        m = ctx.m
+        N, Hp, Wp, C = ctx.shape
+        a = m + 2
+        bt = _MATRICES[m][2]
+        b = [[bt[i][k] for i in range(a)] for k in range(a)]  # B = (B^T)^T
+        nh, nw = (Hp - 2) // m, (Wp - 2) // m
+        g = g.view(a, a, N, nh, nw, C)
+
+        def overlap_add(t, dim):
+            """t[l] (l < a): window j's element l along ``dim`` (n windows, stride m) ->
+            the line, in (n + 1) blocks of m at ``dim``: block j, element r gets t[r] of
+            window j plus, for r < 2, t[r + m] of window j - 1."""
+            pad_after = [0, 0] * (t[0].dim() - 1 - dim) + [0, 1]
+            pad_before = [0, 0] * (t[0].dim() - 1 - dim) + [1, 0]
+            parts = [F.pad(t[r], pad_after) + F.pad(t[r + m], pad_before) if r < 2
+                     else F.pad(t[r], pad_after) for r in range(m)]
+            return torch.stack(parts, dim=dim + 1)
+
+        # columns: dR_i = overlap-add over l of sum_j B[l, j] dV_ij  -> (N, nh, nw+1, m, C)
+        dr = torch.stack([overlap_add([_lincomb(b[l], g[i].unbind(0)) for l in range(a)], 2)
+                          for i in range(a)])
+        dr = dr.view(a, N, nh, (nw + 1) * m, C)[:, :, :, :Wp]
+        # rows: dxp = overlap-add over k of sum_i B[k, i] dR_i  -> (N, nh+1, m, Wp, C)
+        out = overlap_add([_lincomb(b[k], dr.unbind(0)) for k in range(a)], 1)
+        return out.reshape(N, (nh + 1) * m, Wp, C)[:, :Hp], None
+
+
+class _OutputTransformSums(torch.autograd.Function):
+    """M (a, a, N, nh, nw, O) -> A^T M A of every tile laid out as the image
+    (N, nh, m, nw, m, O); forward and backward (A dY A^T on the non-overlapping m x m tiles)
+    written as sums of slices times constants, each stage stacked into one buffer."""
+
+    @staticmethod
+    def forward(ctx, M: torch.Tensor, m: int) -> torch.Tensor:
+        ctx.m = m
+        at = _MATRICES[m][0]
+        q = torch.stack([_lincomb(at[r], M.unbind(0)) for r in range(m)])  # (m_r, a_j, ...)
+        return torch.stack([torch.stack([_lincomb(at[s_], q[r].unbind(0)) for s_ in range(m)],
+                                        dim=3) for r in range(m)], dim=2)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        m = ctx.m
+        a = m + 2
+        at = _MATRICES[m][0]
+        a_ = [[at[r][i] for r in range(m)] for i in range(a)]  # A = (A^T)^T
+        gy = [[g[:, :, r, :, s_] for s_ in range(m)] for r in range(m)]  # (N, nh, nw, O)
+        gq = torch.stack([torch.stack([_lincomb(a_[j], gy[r]) for j in range(a)])
+                          for r in range(m)])  # (m_r, a_j, N, nh, nw, O)
+        gm = torch.stack([torch.stack([_lincomb(a_[i], gq[:, j].unbind(0)) for j in range(a)])
+                          for i in range(a)])  # (a_i, a_j, N, nh, nw, O)
+        return gm, None
+
+
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     m: int = 2, transforms: str = "matmul") -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride=1, padding=1)`` for a 3x3 ``weight`` by Winograd.
+
+    x (N, C, H, W), any H, W >= 1, contiguous or channels_last; weight (O, C, 3, 3);
+    bias (O,) or None; m = 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)). Returns (N, O, H, W) in
+    channels_last memory (a (N, H, W, O) buffer), whatever the input's layout.
+
+    ``transforms``: "matmul" applies B^T and A^T as matmuls on whole buffers (fewest passes
+    in eager mode); "sums" writes them as sums of strided slices times the constants, which
+    is slow eagerly but lets ``torch.compile`` fuse each transform into one loop.
+    """
+    if transforms not in ("matmul", "sums"):
+        raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
+    if x.dim() != 4 or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"expected x (N, C, H, W) and a 3x3 weight; got {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    if weight.shape[1] != C:
+        raise ValueError(f"weight has {weight.shape[1]} input channels, x has {C}")
+    AT, _, BT = winograd_matrices(m, x.dtype, x.device)
+    a = m + 2
+    nh, nw = -(-H // m), -(-W // m)
+    T = N * nh * nw
+
+    # (N, H, W, C) is a free view for channels_last x; pad: 1 before, 1 + round-up after
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * m + 1 - W, 1, nh * m + 1 - H))
+    if transforms == "matmul":
+        # tiles d: position-major (a_k, a_l, T*C), one copy (overlap-add backward: _Tiles)
+        d = _Tiles.apply(xp, m).view(a, a * T * C)
+        # B^T d B: rows (k -> i) then columns (l -> j), both plain matmuls on this layout
+        V = (BT @ d).view(a, a, T * C)
+        V = torch.matmul(BT, V)  # (a_i, a_j, T*C): batched over i, contracts l
+    else:
+        # row k of every tile is a stride-m slice of xp; then column l of those
+        V = _InputTransformSums.apply(xp, m)  # (a_i * a_j, N, nh, nw, C)
+    # the element-wise product summed over C: one matmul over the a^2 positions
+    M = torch.bmm(V.view(a * a, T, C), winograd_weight(weight, m))  # (a^2, T, O)
+    if transforms == "matmul":
+        # A^T M A: rows (i -> r) then columns (j -> s)
+        Y = (AT @ M.view(a, a * T * O)).view(m, a, T * O)
+        Y = torch.matmul(AT, Y)  # (m_r, m_s, T*O)
+        # (m_r, m_s, N, nh, nw, O) -> (N, nh, m_r, nw, m_s, O) -> image (N, nh*m, nw*m, O)
+        y = Y.view(m, m, N, nh, nw, O).permute(2, 3, 0, 4, 1, 5)
+    else:
+        y = _OutputTransformSums.apply(M.view(a, a, N, nh, nw, O), m)
+    y = y.reshape(N, nh * m, nw * m, O)
+    if nh * m != H or nw * m != W:
+        y = y[:, :H, :W].contiguous()
+    if bias is not None:
+        y = y + bias
+    return y.permute(0, 3, 1, 2)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """``nn.Conv2d(c_in, c_out, 3, padding=1)`` computed by Winograd F(m x m, 3 x 3).
+
+    Same parameters, names and initialisation as nn.Conv2d (``weight`` (O, C, 3, 3),
+    ``bias`` (O,)), so state_dicts are interchangeable; only 3x3 kernels, stride 1,
+    padding 1, dilation 1, groups 1, zero padding. ``m`` = 2 or 4 (see the module doc:
+    Y = A^T [ (G g G^T) ⊙ (B^T d B) ] A, Lavin & Gray 2016). Output in channels_last memory.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=1,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, m: int = 2, transforms: str = "matmul"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+        if (self.kernel_size != (3, 3) or self.stride != (1, 1) or self.padding != (1, 1)
+                or self.dilation != (1, 1) or groups != 1 or padding_mode != "zeros"):
+            raise ValueError("WinogradConv2d supports only 3x3, stride 1, padding 1, "
+                             "dilation 1, groups 1, zero padding")
+        if m not in _MATRICES:
+            raise ValueError(f"winograd tile size m must be 2 or 4; got {m!r}")
+        if transforms not in ("matmul", "sums"):
+            raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
+        self.m, self.transforms = m, transforms
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, m: int = 2, transforms: str = "matmul"
+                  ) -> WinogradConv2d:
+        """A WinogradConv2d sharing ``conv``'s parameter tensors (no copy)."""
+        new = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
+                  device=conv.weight.device, dtype=conv.weight.dtype, m=m,
+                  transforms=transforms)
+        new.weight = conv.weight
+        new.bias = conv.bias
+        return new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", m={self.m}, transforms={self.transforms!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return winograd_conv3x3(x, self.weight, self.bias, self.m, self.transforms)

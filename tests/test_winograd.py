@@ -1,0 +1,125 @@
+"""ddpmkit.nets.winograd: Winograd F(2x2,3x3) / F(4x4,3x3) equals F.conv2d (values, grads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddpmkit.nets.winograd import WinogradConv2d, winograd_conv3x3, winograd_weight
+
+SHAPES = [  # N, C_in, C_out, H, W
+    (1, 1, 1, 1, 1), (2, 3, 5, 1, 1), (1, 4, 4, 3, 3), (2, 8, 6, 7, 7), (3, 5, 7, 13, 17),
+    (1, 6, 3, 14, 14), (2, 4, 8, 2, 9), (1, 16, 8, 28, 28), (2, 12, 24, 5, 4),
+]
+# float32 relative error (max |err| / max |ref|, reference float64 F.conv2d), measured at
+# every 3x3 conv shape of the mnist and cifar10 U-Nets (C_in up to 512; see
+# benchmarks/results/winograd.json): m=2 <= 6.2e-7, m=4 <= 1.4e-5. Tolerances with margin:
+F32_TOL = {2: 2e-6, 4: 3e-5}
+
+
+def _case(N, C, O, H, W, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=g, dtype=dtype)
+    w = torch.randn(O, C, 3, 3, generator=g, dtype=dtype) / (3 * C**0.5)
+    b = torch.randn(O, generator=g, dtype=dtype)
+    return x, w, b
+
+
+def _rel(y, ref):
+    return ((y.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("transforms", ["matmul", "sums"])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_equals_conv2d_float64(m, shape, transforms):
+    x, w, b = _case(*shape, torch.float64)
+    ref = F.conv2d(x, w, b, padding=1)
+    for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+        y = winograd_conv3x3(xin, w, b, m, transforms)
+        assert y.shape == ref.shape
+        assert (y - ref).abs().max().item() <= 1e-10 * max(1.0, ref.abs().max().item())
+    y = winograd_conv3x3(x, w, None, m, transforms)
+    torch.testing.assert_close(y, F.conv2d(x, w, None, padding=1), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("transforms", ["matmul", "sums"])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 64, 64, 28, 28), (2, 256, 128, 7, 7)])
+def test_equals_conv2d_float32(m, shape, transforms):
+    x, w, b = _case(*shape, torch.float32, seed=1)
+    ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    y = winograd_conv3x3(x.contiguous(memory_format=torch.channels_last), w, b, m, transforms)
+    assert y.dtype == torch.float32
+    assert _rel(y, ref) < F32_TOL[m]
+
+
+@pytest.mark.parametrize("transforms", ["matmul", "sums"])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 2, 3, 3, 3), (2, 2, 2, 5, 7), (1, 3, 2, 1, 1),
+                                   (1, 2, 2, 6, 4)])
+def test_gradcheck_float64(m, shape, transforms):
+    x, w, b = _case(*shape, torch.float64, seed=2)
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: winograd_conv3x3(x, w, b, m, transforms), (x, w, b))
+
+
+@pytest.mark.parametrize("transforms", ["matmul", "sums"])
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(2, 8, 6, 7, 7), (3, 5, 7, 13, 17), (1, 16, 8, 28, 28)])
+def test_gradients_equal_conv2d(m, shape, transforms):
+    x, w, b = _case(*shape, torch.float64, seed=3)
+    gy = torch.randn(shape[0], shape[2], shape[3], shape[4], dtype=torch.float64)
+    grads = []
+    for fn in (lambda x, w, b: F.conv2d(x, w, b, padding=1),
+               lambda x, w, b: winograd_conv3x3(x, w, b, m, transforms)):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+            fn(xs.contiguous(memory_format=layout), ws, bs).backward(gy)
+            grads.append((xs.grad, ws.grad, bs.grad))
+    for got in grads[2:]:
+        for a, r in zip(got, grads[0]):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def test_output_is_channels_last():
+    x, w, b = _case(2, 4, 6, 7, 9, torch.float32)
+    for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+        assert winograd_conv3x3(xin, w, b).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_module_is_a_drop_in_conv2d(m):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, 3, padding=1)
+    wconv = WinogradConv2d(6, 10, 3, padding=1, m=m)
+    assert isinstance(wconv, nn.Conv2d)
+    assert set(wconv.state_dict()) == set(conv.state_dict()) == {"weight", "bias"}
+    wconv.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 6, 11, 5).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(wconv(x), conv(x), rtol=1e-4, atol=1e-5)
+    shared = WinogradConv2d.from_conv(conv, m)
+    assert shared.weight is conv.weight and shared.bias is conv.bias
+    nob = WinogradConv2d(6, 4, bias=False, m=m, transforms="sums")
+    assert nob.bias is None and nob(x).shape == (3, 4, 11, 5)
+
+
+def test_rejects_what_it_does_not_compute():
+    with pytest.raises(ValueError):
+        WinogradConv2d(4, 4, 3, stride=2)
+    with pytest.raises(ValueError):
+        WinogradConv2d(4, 4, 5, padding=2)
+    with pytest.raises(ValueError):
+        WinogradConv2d(4, 4, m=3)
+    with pytest.raises(ValueError):
+        WinogradConv2d(4, 4, transforms="fft")
+    with pytest.raises(ValueError):
+        winograd_conv3x3(torch.randn(1, 4, 5, 5), torch.randn(4, 3, 3, 3))
+
+
+def test_weight_transform_shape():
+    assert winograd_weight(torch.randn(5, 3, 3, 3), 2).shape == (16, 3, 5)
+    assert winograd_weight(torch.randn(5, 3, 3, 3), 4).shape == (36, 3, 5)
