@@ -437,6 +437,19 @@ has to do fewer FLOPs for the same function, or run its convs in a faster dtype:
 - **torch.compile**: `ddpmkit.nets.maybe_compile(net, True)` falls back to eager with a
   warning when compilation fails. Not in the default bench: compiling the three nets twice
   takes minutes on 2 shared cores, and the convs it cannot speed up are 86 % of the step.
+- **Winograd convolutions** (`ddpmkit.nets.winograd`, measured, not yet switched on): the one
+  exact way to do fewer multiplies for the same 3x3 conv. F(2x2,3x3) needs 2.25x fewer,
+  F(4x4,3x3) 4x fewer (float32 error <= 1.4e-5 of the output's scale against float64, tests in
+  tests/test_winograd.py). Whole training step, 1 thread, load ~2
+  (`benchmarks/bench_winograd.py`, JSON in `benchmarks/results/winograd.json`): eager F(4,3)
+  0.84x (mnist preset) / 1.13x (cifar10) of the stock step; **under torch.compile F(4,3)
+  1.12x / 1.38x**. F(2,3) is slower everywhere (0.53-0.73x). What holds it back on these
+  shapes: the batched matmul that carries the Winograd product runs at 54-79 GFLOP/s against
+  oneDNN's 104-121 for the direct conv (half of the 4x saving lost), the tile transforms cost as
+  much as the matmuls at 28x28 (memory-bound passes over 4x-expanded buffers), and 7x7 / 4x4
+  maps are padded to whole tiles. It would need torch.compile (3-4 minutes of compiling at the
+  first step on this CPU) and pays only at 8x8 and larger, so it is an opt-in building block,
+  not the default.
 - **shared CPU**: with 2 OpenMP threads on 2 cores that other jobs also use, small
   elementwise ops spend their time waiting at thread barriers (e.g. the fused AdamW step
   of 6.5M parameters: 10 ms on 1 thread, 2 s on 2 threads at load average 6). Check `uptime`
