@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sampler", choices=SAMPLER_NAMES, default="ancestral")
     p.add_argument("--steps", type=positive_int, help="network calls (default: all T)")
     p.add_argument("--spacing", choices=SAMPLER_SPACINGS, default="uniform",
-                   help="step spacing (logsnr_clipped is best at <= 20 steps)")
+                   help="step spacing (docs/samplers.md: logsnr_clipped suits 10-call runs on "
+                        "low-dim data; uniform or logsnr for images)")
     p.add_argument("--clip", choices=CLIP_POLICIES, default=None,
                    help="x0_hat policy (default: clip for images, none for vectors)")
     # --num-samples: torchrun's own parser rejects "--n" as an ambiguous prefix of its options

@@ -10,7 +10,7 @@ from ._common import add_common, emit_json, formatter, nonneg_int, positive_floa
 EXAMPLES = """examples:
   ddpmkit train --data digits --out runs/digits --minutes 3
   ddpmkit train --data ./my_pngs --image-size 32 --out runs/mine --steps 20000 --batch-size 64
-  ddpmkit train --data ring --out runs/ring --steps 3000 --loss elbo --param eps
+  ddpmkit train --data ring --out runs/ring --steps 6000 --batch-size 256 --lr 2e-3
   ddpmkit train --out runs/digits --resume        # continue exactly where it stopped
   torchrun --nproc_per_node=2 -m ddpmkit train --data digits --out runs/ddp --steps 2000
   torchrun --nproc_per_node=2 -m ddpmkit train --out runs/ddp --resume   # docs/distributed.md
