@@ -123,7 +123,7 @@ def run(args) -> int:
         emit_json(out)
     else:
         where = f" on {device}" + (f", {dist.world} processes ({dist.backend})"
-                                   if dist.world > 1 or dist.backend else "")
+                                   if dist.world > 1 else "")
         print(f"trained {res.step} steps in {res.elapsed_s:.0f} s ({res.imgs_per_s:.0f} img/s)"
               f"{where}; checkpoint {res.checkpoint}")
         print(f"next: ddpmkit sample {res.run_dir} --out {res.run_dir}/samples.png")
