@@ -2,8 +2,9 @@
 
     python benchmarks/bench_winograd.py [--repeats 5] [--no-compile]
         [--parts mnist,mnist-step,cifar10]   # + cifar10-step: the 35.7M net's step (slow)
+    python benchmarks/bench_winograd.py --parts policy --no-compile   # the "auto" policy
 
-One thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)). Two parts, each interleaved (every
+One thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)). Parts, each interleaved (every
 round runs every variant once, in turn), one warm-up round, median over ``--repeats``:
 
 1. Every distinct 3x3 stride-1 conv shape of the ``mnist`` preset U-Net (batch 64, 28x28)
@@ -18,7 +19,14 @@ round runs every variant once, in turn), one warm-up round, median over ``--repe
 2. The whole training step of the ``mnist`` preset (forward + MSE + backward + AdamW),
    the stock net vs copies whose 3x3 stride-1 convs with >= 16 channels in and out are
    replaced (module swap here, the net's code untouched) by WinogradConv2d; optionally
-   (``cifar10-step``) the same for the ``cifar10`` preset, m=4 only.
+   (``cifar10-step``) the same for the ``cifar10`` preset, m=4 only. ``mnist-auto`` /
+   ``cifar10-auto``: eager only, stock vs F(4x4) everywhere vs F(4x4) with
+   ``policy="auto"`` (only the shapes where it was measured faster, see
+   ``ddpmkit.nets.winograd.winograd_pays``; the rest run the direct conv).
+3. ``policy``: every 3x3 shape of both presets and a few more (64x64, 128x128, 9x9 maps),
+   forward + backward and forward alone, direct vs F(4x4) in cache-sized chunks (the default)
+   vs F(4x4) on the whole batch, with the policy's decision: the evidence for
+   ``winograd_pays``.
 
 Prints markdown tables; writes benchmarks/results/winograd.json (parts run now replace
 those of an existing file, the others are kept).
@@ -44,7 +52,14 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ddpmkit.nets import build_net, count_parameters, preset  # noqa: E402
-from ddpmkit.nets.winograd import WinogradConv2d, winograd_conv3x3  # noqa: E402
+from ddpmkit.nets.winograd import (  # noqa: E402
+    AUTO_MIN_CHANNELS,
+    AUTO_MIN_SIDE,
+    AUTO_THIN,
+    WinogradConv2d,
+    winograd_conv3x3,
+    winograd_pays,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "winograd.json"
@@ -157,15 +172,18 @@ def bench_shape(shape, repeats: int, compiled) -> dict:
     return out
 
 
-def swap(net: nn.Module, m: int, fn=None, transforms: str = "matmul") -> int:
-    """Replace 3x3 stride-1 convs (>= MIN_CH channels in and out) by WinogradConv2d in place."""
+def swap(net: nn.Module, m: int, fn=None, transforms: str = "matmul",
+         policy: str = "always") -> int:
+    """Replace 3x3 stride-1 convs by WinogradConv2d in place: those with >= MIN_CH channels
+    in and out for policy "always", every one for "auto" (the policy picks per call)."""
     n = 0
+    min_ch = MIN_CH if policy == "always" else 1
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if (type(child) is nn.Conv2d and child.kernel_size == (3, 3)
                     and child.stride == (1, 1) and child.padding == (1, 1)
-                    and min(child.in_channels, child.out_channels) >= MIN_CH):
-                new = WinogradConv2d.from_conv(child, m, transforms)
+                    and min(child.in_channels, child.out_channels) >= min_ch):
+                new = WinogradConv2d.from_conv(child, m, transforms, policy)
                 if fn is not None:
                     new.forward = lambda x, c=new: fn(x, c.weight, c.bias, c.m, c.transforms)
                 setattr(parent, name, new)
@@ -173,7 +191,7 @@ def swap(net: nn.Module, m: int, fn=None, transforms: str = "matmul") -> int:
     return n
 
 
-def bench_step(name: str, repeats: int, compiled, ms_=(2, 4)) -> dict:
+def bench_step(name: str, repeats: int, compiled, ms_=(2, 4), auto: bool = False) -> dict:
     C, H, B = SETTINGS[name]
     torch.manual_seed(0)
     stock = build_net(preset(name))
@@ -183,6 +201,9 @@ def bench_step(name: str, repeats: int, compiled, ms_=(2, 4)) -> dict:
     for m in ms_:
         nets[f"wino{m}"] = copy.deepcopy(stock)
         n_swapped = swap(nets[f"wino{m}"], m)
+    if auto:  # F(4x4) only where winograd_pays() says so (eager, per call)
+        nets["wino4auto"] = copy.deepcopy(stock)
+        swap(nets["wino4auto"], 4, policy="auto")
     if compiled is not None:
         for m in ms_:
             nets[f"wino{m}c"] = copy.deepcopy(stock)
@@ -216,7 +237,61 @@ def bench_step(name: str, repeats: int, compiled, ms_=(2, 4)) -> dict:
             "ms": {k: round(v * 1e3, 1) for k, v in med.items()},
             "images_per_s": {k: round(B / v, 1) for k, v in med.items()},
             "speedup": {k: round(med["stock"] / v, 3) for k, v in med.items() if k != "stock"},
-            "output_rel_err_vs_stock_fp32": errs, "first_steps_s": warm_s, "load1": load()}
+            "output_rel_err_vs_stock_fp32": errs, "first_steps_s": warm_s, "load1": load(),
+            **({"auto_policy": {"min_channels": AUTO_MIN_CHANNELS, "min_side": AUTO_MIN_SIDE,
+                                "thin_channels_pixels": AUTO_THIN}} if auto else {})}
+
+
+EXTRA_SHAPES = [  # (N, C_in, C_out, H, W) beyond the presets: larger maps, odd sizes
+    (16, 64, 64, 64, 64), (16, 128, 128, 64, 64), (8, 64, 64, 128, 128), (64, 64, 64, 9, 9),
+]
+
+
+def bench_policy(repeats: int) -> list[dict]:
+    """Per 3x3 shape (both presets + EXTRA_SHAPES): forward + backward and forward alone
+    (inference_mode), direct conv vs F(4x4) chunked (the default) vs F(4x4) in one piece, and
+    what ``winograd_pays`` decides for each; this is the evidence behind the policy."""
+    shapes = [s for p in SETTINGS for s in conv_shapes(p)] + EXTRA_SHAPES
+    rows = []
+    for shape in dict.fromkeys(shapes):
+        row = policy_row(*shape, repeats)
+        rows.append(row)
+        print(f"| {','.join(map(str, shape))} | {row['fwd_bwd_ms']['direct']} | "
+              f"{row['fwd_bwd_ms']['w4']} | {row['fwd_bwd_ms']['w4_one_piece']} | "
+              f"{row['speedup_fwd_bwd']} | {row['fwd_ms']['direct']} | {row['fwd_ms']['w4']} | "
+              f"{row['speedup_fwd']} | {'W' if row['policy_train'] else '-'}"
+              f"{'W' if row['policy_inference'] else '-'} | {row['load1']} |", flush=True)
+    return rows
+
+
+def policy_row(N: int, C: int, O: int, H: int, W: int, repeats: int) -> dict:
+    x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+    xg = x.clone().requires_grad_()
+    w = (torch.randn(O, C, 3, 3) / (3 * C**0.5)).requires_grad_()
+    b = torch.randn(O, requires_grad=True)
+    gy = torch.randn(N, O, H, W).contiguous(memory_format=torch.channels_last)
+    variants = {"direct": lambda xx: F.conv2d(xx, w, b, padding=1),
+                "w4": lambda xx: winograd_conv3x3(xx, w, b, 4),
+                "w4_one_piece": lambda xx: winograd_conv3x3(xx, w, b, 4, tile_bytes=None)}
+
+    def fwd_bwd(f):
+        return lambda: f(xg).backward(gy)
+
+    def fwd(f):
+        def run():
+            with torch.inference_mode():
+                f(x)
+        return run
+
+    tb = interleaved({k: fwd_bwd(f) for k, f in variants.items()}, repeats)
+    tf = interleaved({k: fwd(f) for k, f in variants.items()}, repeats)
+    return {"shape": {"N": N, "C_in": C, "C_out": O, "H": H, "W": W},
+            "fwd_bwd_ms": {k: round(v * 1e3, 1) for k, v in tb.items()},
+            "fwd_ms": {k: round(v * 1e3, 1) for k, v in tf.items()},
+            "speedup_fwd_bwd": round(tb["direct"] / tb["w4"], 2),
+            "speedup_fwd": round(tf["direct"] / tf["w4"], 2),
+            "policy_train": winograd_pays(x, O, backward=True),
+            "policy_inference": winograd_pays(x, O, backward=False), "load1": load()}
 
 
 def main(argv=None) -> int:
@@ -224,7 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--parts", default="mnist,mnist-step,cifar10",
-                    help="comma list of mnist, mnist-step, cifar10, cifar10-step")
+                    help="comma list of mnist, mnist-step, cifar10, cifar10-step, "
+                         "mnist-auto, cifar10-auto, policy")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     if args.repeats < 5:
@@ -279,9 +355,15 @@ def main(argv=None) -> int:
     for p in ("mnist", "cifar10"):
         if p in parts:
             bench_preset_shapes(p)
-        if f"{p}-step" in parts:
-            step = bench_step(p, args.repeats, compiled, (2, 4) if p == "mnist" else (4,))
-            res[f"{p}_train_step"] = step
+        for part, key in ((f"{p}-step", f"{p}_train_step"),
+                          (f"{p}-auto", f"{p}_train_step_auto")):
+            if part not in parts:
+                continue
+            if part.endswith("-auto"):  # eager: stock, F(4x4) everywhere, F(4x4) by policy
+                step = bench_step(p, args.repeats, None, (4,), auto=True)
+            else:
+                step = bench_step(p, args.repeats, compiled, (2, 4) if p == "mnist" else (4,))
+            res[key] = step
             print(f"| {p} train step (batch {step['batch']}) | ms | images/s | speed-up | "
                   "out rel err |")
             print("|---|---|---|---|---|")
@@ -291,6 +373,12 @@ def main(argv=None) -> int:
                       f"{step['output_rel_err_vs_stock_fp32'][k]:.1e} |")
             print(f"load {step['load1']}\n", flush=True)
             save()
+    if "policy" in parts:
+        print("\n| N,Cin->Cout,HxW | fwd+bwd direct ms | w4 | w4 one piece | x | fwd direct ms "
+              "| w4 | x | policy train/infer | load |")
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        res["policy"] = bench_policy(args.repeats)
+        save()
     print(f"wrote {args.out}")
     return 0
 

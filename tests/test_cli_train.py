@@ -47,6 +47,15 @@ def test_train_on_a_png_folder_writes_the_run_layout(trained):
     assert {"step", "loss", "loss_by_t", "lr", "grad_norm", "imgs_per_s"} <= set(log[-1])
 
 
+def test_train_conv3x3_winograd_goes_into_the_net_config(tmp_path):
+    out = tmp_path / "w"
+    run("train", "--data", "digits", "--out", str(out), "--steps", "1", "--conv3x3", "winograd",
+        *TINY)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["net"]["conv3x3"] == "winograd", cfg["net"]
+    assert cfg["train"]["net_overrides"] == {"conv3x3": "winograd"}
+
+
 def test_sample_writes_npz_and_png(trained, tmp_path):
     npz, png = tmp_path / "s.npz", tmp_path / "s.png"
     run("sample", str(trained), "--n", "5", "--steps", "5", "--sampler", "ddim", "--out", str(npz))
@@ -74,6 +83,10 @@ def test_same_seed_same_samples(trained, tmp_path):
     (["train", "--data", "digits", "--out", "{tmp}/r", "--steps", "0"], "--steps"),
     (["train", "--data", "digits", "--out", "{tmp}/r", "--steps", "2", "--loss", "l1"], "l1"),
     (["train", "--data", "digits", "--out", "{run}", "--steps", "2"], "--resume"),
+    (["train", "--data", "digits", "--out", "{run}", "--steps", "4", "--resume", "--loss",
+      "snr", "--batch-size", "4"], "drop --batch-size, --loss"),
+    (["train", "--data", "ring", "--out", "{tmp}/r", "--steps", "2", "--conv3x3", "winograd"],
+     "conv3x3"),
     (["sample", "{tmp}/not_a_run", "--out", "{tmp}/x.npz"], "does not exist"),
     (["sample", "{run}", "--out", "{tmp}/x.jpg"], ".npz or .png"),
     (["sample", "{run}", "--out", "{tmp}/x.npz", "--steps", "51"], "exceeds"),

@@ -61,6 +61,37 @@ def test_channels_last_and_nchw_give_the_same_function():
     torch.testing.assert_close(a(x, t), b(x, t), rtol=1e-4, atol=1e-5)
 
 
+def test_winograd_conv3x3_is_the_same_function_with_the_same_parameters(monkeypatch):
+    """conv3x3="winograd": F(4x4, 3x3) where the policy says it pays (>= 128 channels, 8x8 to
+    16x16 maps, float32, no autocast), same state_dict, outputs and gradients agree."""
+    from ddpmkit.nets import winograd as wg
+
+    cfg = dict(in_channels=2, ch=128, ch_mult=(1, 1), num_res_blocks=1, attn_levels=(),
+               mid_attn=False, T=100)
+    torch.manual_seed(0)
+    a = build_net(UNetConfig(**cfg)).eval()
+    b = build_net(UNetConfig(**cfg, conv3x3="winograd")).eval()
+    assert list(a.state_dict()) == list(b.state_dict())
+    b.load_state_dict(a.state_dict())
+    calls = []
+    real = wg.winograd_conv3x3
+    monkeypatch.setattr(wg, "winograd_conv3x3", lambda *z: calls.append(z[0].shape) or real(*z))
+    x, t = _xt(2, 2, 16, 12)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = a(xa, t), b(xb, t)
+    # 16x12 and its 8x6 level: only the 128 -> 128 convs at 16x12 qualify (not conv_in/out,
+    # not the 8x6 level: 6 < 8)
+    assert calls and all(s[1] in (128, 256) and tuple(s[2:]) == (16, 12) for s in calls)
+    torch.testing.assert_close(yb, ya, rtol=1e-4, atol=1e-4 * ya.abs().max().item())
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-3, atol=1e-4 * xa.grad.abs().max())
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-3,
+                                   atol=1e-4 * pa.grad.abs().max().item() + 1e-12, msg=n)
+    assert config_from_dict(config_to_dict(b.cfg)) == b.cfg
+
+
 def test_t_given_as_int_tensor_in_1_to_T_including_both_ends():
     net = build_net(tiny(T=100))
     x, _ = _xt(2, 1, 8, 8)
@@ -170,6 +201,7 @@ def test_config_from_dict_rejects_unknown_keys_and_kinds():
     (dict(ch=10), "norm_groups"), (dict(ch_mult=()), "ch_mult"), (dict(attn_levels=(3,)),
                                                                    "attn_levels"),
     (dict(T=0), "T"), (dict(dropout=1.0), "dropout"), (dict(in_channels=0), "in_channels"),
+    (dict(conv3x3="fft"), "conv3x3"),
 ])
 def test_bad_config_values_raise_input_error(kw, match):
     with pytest.raises(InputError, match=match):

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmkit.nets.winograd import WinogradConv2d, winograd_conv3x3, winograd_weight
+from ddpmkit.nets import winograd as wg
+from ddpmkit.nets.winograd import (
+    WinogradConv2d,
+    winograd_conv3x3,
+    winograd_pays,
+    winograd_weight,
+)
 
 SHAPES = [  # N, C_in, C_out, H, W
     (1, 1, 1, 1, 1), (2, 3, 5, 1, 1), (1, 4, 4, 3, 3), (2, 8, 6, 7, 7), (3, 5, 7, 13, 17),
@@ -117,9 +123,73 @@ def test_rejects_what_it_does_not_compute():
     with pytest.raises(ValueError):
         WinogradConv2d(4, 4, transforms="fft")
     with pytest.raises(ValueError):
+        WinogradConv2d(4, 4, policy="sometimes")
+    with pytest.raises(ValueError):
         winograd_conv3x3(torch.randn(1, 4, 5, 5), torch.randn(4, 3, 3, 3))
 
 
 def test_weight_transform_shape():
     assert winograd_weight(torch.randn(5, 3, 3, 3), 2).shape == (16, 3, 5)
     assert winograd_weight(torch.randn(5, 3, 3, 3), 4).shape == (36, 3, 5)
+
+
+def test_auto_policy_decides_by_device_dtype_channels_and_size():
+    x = torch.empty(2, 128, 16, 16)
+    assert winograd_pays(x, 128)
+    assert winograd_pays(torch.empty(2, 256, 8, 12), 512)
+    assert winograd_pays(torch.empty(2, 128, 32, 32), 128, backward=False)
+    assert winograd_pays(torch.empty(2, 64, 64, 64), 64, backward=True)   # thin, large map
+    assert not winograd_pays(torch.empty(2, 64, 64, 64), 64, backward=False)  # ... no backward
+    assert not winograd_pays(torch.empty(2, 64, 28, 28), 64, backward=True)   # ... too small
+    with torch.no_grad():
+        assert not winograd_pays(torch.empty(2, 64, 64, 64), 64)
+    assert not winograd_pays(torch.empty(2, 128, 14, 14), 128)    # 14 -> 16: 23 % padding
+    assert not winograd_pays(torch.empty(2, 1, 28, 28), 64)       # a net's first conv
+    assert not winograd_pays(torch.empty(2, 64, 28, 28), 3)       # ... and its last
+    assert not winograd_pays(torch.empty(2, 128, 4, 4), 128)      # map too small
+    assert not winograd_pays(torch.empty(2, 128, 16, 4), 128)     # one side too small
+    assert not winograd_pays(x.double(), 128)                     # only float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not winograd_pays(x, 128)                          # not under bf16 autocast
+
+
+def test_chunks_of_the_batch_give_the_same_result_and_gradients(monkeypatch):
+    """tile_bytes cuts the batch into chunks (each its own graph); U is shared."""
+    x, w, b = _case(7, 5, 6, 9, 8, torch.float64)
+    x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    monkeypatch.setattr(wg, "MIN_TILES", 12)  # 6 tiles an image: chunks of 2 images
+    sizes = []
+    real = wg._winograd_chunk
+    monkeypatch.setattr(wg, "_winograd_chunk", lambda xc, *a: sizes.append(len(xc))
+                        or real(xc, *a))
+    outs = []
+    for tb in (None, 1):  # 1 byte: every chunk as small as MIN_TILES allows
+        y = winograd_conv3x3(x, w, b, 4, tile_bytes=tb)
+        g = torch.autograd.grad(y.square().sum(), (x, w, b))
+        outs.append((y, *g))
+    assert sizes == [7, 2, 2, 2, 1]
+    assert outs[1][0].is_contiguous(memory_format=torch.channels_last)
+    for u, v in zip(*outs):
+        torch.testing.assert_close(u, v)
+    torch.testing.assert_close(outs[0][0], F.conv2d(x, w, b, padding=1))
+
+
+def test_auto_policy_dispatches_and_matches_the_direct_conv(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    auto = WinogradConv2d.from_conv(conv, 4, policy="auto")
+    assert "policy='auto'" in repr(auto)
+    calls = []
+    real = wg.winograd_conv3x3
+    monkeypatch.setattr(wg, "winograd_conv3x3", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 8, 12, 12)
+    monkeypatch.setattr(wg, "AUTO_MIN_CHANNELS", 16)          # 8 channels: direct conv
+    torch.testing.assert_close(auto(x), conv(x))
+    assert calls == []
+    monkeypatch.setattr(wg, "AUTO_MIN_CHANNELS", 8)           # now it pays: Winograd
+    y = auto(x)
+    assert calls == [1]
+    torch.testing.assert_close(y, conv(x), rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):         # never under bf16
+        auto(x)
+    assert calls == [1]

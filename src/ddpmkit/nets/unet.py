@@ -30,6 +30,9 @@ from torch import nn
 
 from ..errors import InputError
 from .embeddings import TimestepEmbedding, check_inputs
+from .winograd import WinogradConv2d
+
+CONV3X3 = ("direct", "winograd")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class UNetConfig:
     they mean the same for any H x W; Ho's CIFAR-10 ``attn_resolutions=(16,)`` is level 1.
     ``T`` is the number of steps of the training chain: t must lie in 1..T and is embedded
     as t*1000/T (see embeddings.py). ``out_channels=None`` means ``in_channels``.
+
+    ``conv3x3``: "direct" (default) runs every 3x3 stride-1 conv through ``F.conv2d``;
+    "winograd" computes those that were measured faster that way on CPU (float32, no
+    autocast, >= 128 channels in and out, 8x8 to 16x16 maps: see
+    :func:`ddpmkit.nets.winograd.winograd_pays`) by Winograd F(4x4, 3x3), the rest directly.
+    Same parameters and state_dict keys either way; outputs agree to float32 rounding
+    (Winograd's is ~10x the direct conv's, ~1e-5 of the output's scale).
     """
 
     in_channels: int = 1
@@ -55,6 +65,7 @@ class UNetConfig:
     T: int = 1000
     max_period: float = 10000.0
     channels_last: bool = True
+    conv3x3: str = "direct"
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -83,21 +94,33 @@ class UNetConfig:
                 raise InputError(f"width {w} is not divisible by num_heads={self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"UNetConfig.dropout must be in [0, 1); got {self.dropout}")
+        if self.conv3x3 not in CONV3X3:
+            raise InputError(f"UNetConfig.conv3x3 must be one of {', '.join(CONV3X3)}; got "
+                             f"{self.conv3x3!r}")
         if not self.max_period > 1.0:
             raise InputError(f"UNetConfig.max_period must be > 1; got {self.max_period}")
+
+
+def conv3x3(c_in: int, c_out: int, kind: str = "direct") -> nn.Conv2d:
+    """A 3x3, stride-1, padding-1 conv: nn.Conv2d, or for ``kind="winograd"`` a
+    WinogradConv2d (same parameters) that uses F(4x4, 3x3) where it pays (policy "auto")."""
+    if kind == "winograd":
+        return WinogradConv2d(c_in, c_out, m=4, policy="auto")
+    return nn.Conv2d(c_in, c_out, 3, padding=1)
 
 
 class ResBlock(nn.Module):
     """h = conv2(drop(silu(GN(conv1(silu(GN(x))) + W temb)))); out = skip(x) + h."""
 
-    def __init__(self, c_in: int, c_out: int, temb_dim: int, groups: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, temb_dim: int, groups: int, dropout: float,
+                 conv: str = "direct"):
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1 = conv3x3(c_in, c_out, conv)
         self.temb_proj = nn.Linear(temb_dim, c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv2 = conv3x3(c_out, c_out, conv)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -183,10 +206,10 @@ class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
-        ch, g, drop = cfg.ch, cfg.norm_groups, cfg.dropout
+        ch, g, drop, cv = cfg.ch, cfg.norm_groups, cfg.dropout, cfg.conv3x3
         temb_dim = 4 * ch
         self.temb = TimestepEmbedding(ch, temb_dim, cfg.T, cfg.max_period)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.conv_in = conv3x3(cfg.in_channels, ch, cv)
 
         widths = [ch * m for m in cfg.ch_mult]
         n_levels = len(widths)
@@ -196,7 +219,7 @@ class UNet(nn.Module):
         for level, w in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
                 attn = AttnBlock(w, g, cfg.num_heads) if level in cfg.attn_levels else None
-                self.down.append(nn.ModuleList([ResBlock(c, w, temb_dim, g, drop),
+                self.down.append(nn.ModuleList([ResBlock(c, w, temb_dim, g, drop, cv),
                                                 attn or nn.Identity()]))
                 c = w
                 skips.append(c)
@@ -204,23 +227,23 @@ class UNet(nn.Module):
                 self.down.append(Downsample(c))
                 skips.append(c)
 
-        self.mid1 = ResBlock(c, c, temb_dim, g, drop)
+        self.mid1 = ResBlock(c, c, temb_dim, g, drop, cv)
         self.mid_attn = AttnBlock(c, g, cfg.num_heads) if cfg.mid_attn else nn.Identity()
-        self.mid2 = ResBlock(c, c, temb_dim, g, drop)
+        self.mid2 = ResBlock(c, c, temb_dim, g, drop, cv)
 
         self.up = nn.ModuleList()
         for level in reversed(range(n_levels)):
             w = widths[level]
             for _ in range(cfg.num_res_blocks + 1):
                 attn = AttnBlock(w, g, cfg.num_heads) if level in cfg.attn_levels else None
-                self.up.append(nn.ModuleList([ResBlock(c + skips.pop(), w, temb_dim, g, drop),
-                                              attn or nn.Identity()]))
+                self.up.append(nn.ModuleList([
+                    ResBlock(c + skips.pop(), w, temb_dim, g, drop, cv), attn or nn.Identity()]))
                 c = w
             if level != 0:
                 self.up.append(Upsample(c))
 
         self.norm_out = nn.GroupNorm(g, c)
-        self.conv_out = nn.Conv2d(c, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        self.conv_out = conv3x3(c, cfg.out_channels or cfg.in_channels, cv)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W), t (B,) int64 in 1..T -> (B, C_out, H, W)."""

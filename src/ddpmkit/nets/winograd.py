@@ -214,8 +214,20 @@ class _OutputTransformSums(torch.autograd.Function):
         return gm, None
 
 
+# The batch is cut into chunks whose transformed tiles, (m+2)^2 * tiles * max(C_in, C_out)
+# floats, stay under TILE_BYTES, so that they live in the caches: whole-batch buffers at 32x32
+# or 28x28 maps are 30-120 MB that go through main memory (and are mmapped afresh at every
+# call). A chunk keeps at least MIN_TILES tiles, or the matmuls get too thin. Measured on this
+# project's CPU (fwd + bwd, 1 thread, runs/ notes in docs/benchmarks.md): 128->128 at 32x32,
+# batch 32: 265 ms direct, 221 ms Winograd in one piece, 175-191 ms in chunks of 4-16 images;
+# 256->256 at 16x16 is best in one piece (the many-tiles bound keeps it so).
+TILE_BYTES = 8 * 2**20
+MIN_TILES = 512
+
+
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                     m: int = 2, transforms: str = "matmul") -> torch.Tensor:
+                     m: int = 2, transforms: str = "matmul",
+                     tile_bytes: int | None = TILE_BYTES) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride=1, padding=1)`` for a 3x3 ``weight`` by Winograd.
 
     x (N, C, H, W), any H, W >= 1, contiguous or channels_last; weight (O, C, 3, 3);
@@ -225,6 +237,9 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     ``transforms``: "matmul" applies B^T and A^T as matmuls on whole buffers (fewest passes
     in eager mode); "sums" writes them as sums of strided slices times the constants, which
     is slow eagerly but lets ``torch.compile`` fuse each transform into one loop.
+    ``tile_bytes``: the batch is processed in chunks whose transformed tiles stay under this
+    many bytes (``TILE_BYTES``; at least ``MIN_TILES`` tiles a chunk; None: the whole batch at
+    once). The filter transform U = G g G^T is computed once for all chunks.
     """
     if transforms not in ("matmul", "sums"):
         raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
@@ -235,6 +250,23 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     O = weight.shape[0]
     if weight.shape[1] != C:
         raise ValueError(f"weight has {weight.shape[1]} input channels, x has {C}")
+    U = winograd_weight(weight, m)  # ((m+2)^2, C, O), once for every chunk
+    a = m + 2
+    tiles = (-(-H // m)) * (-(-W // m))  # per image
+    per_image = a * a * tiles * max(C, O) * x.element_size()
+    n = N if not tile_bytes else max(tile_bytes // per_image, -(-MIN_TILES // tiles), 1)
+    if n >= N:
+        return _winograd_chunk(x, U, bias, m, transforms)
+    # each chunk is its own small autograd graph: its backward also runs in cache
+    ys = [_winograd_chunk(xc, U, bias, m, transforms) for xc in x.split(n)]
+    return torch.cat(ys, 0)
+
+
+def _winograd_chunk(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, m: int,
+                    transforms: str) -> torch.Tensor:
+    """winograd_conv3x3 on one chunk, U = winograd_weight(weight, m) given."""
+    N, C, H, W = x.shape
+    O = U.shape[-1]
     AT, _, BT = winograd_matrices(m, x.dtype, x.device)
     a = m + 2
     nh, nw = -(-H // m), -(-W // m)
@@ -252,7 +284,7 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         # row k of every tile is a stride-m slice of xp; then column l of those
         V = _InputTransformSums.apply(xp, m)  # (a_i * a_j, N, nh, nw, C)
     # the element-wise product summed over C: one matmul over the a^2 positions
-    M = torch.bmm(V.view(a * a, T, C), winograd_weight(weight, m))  # (a^2, T, O)
+    M = torch.bmm(V.view(a * a, T, C), U)  # (a^2, T, O)
     if transforms == "matmul":
         # A^T M A: rows (i -> r) then columns (j -> s)
         Y = (AT @ M.view(a, a * T * O)).view(m, a, T * O)
@@ -269,6 +301,52 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return y.permute(0, 3, 1, 2)
 
 
+def autocast_active(device_type: str) -> bool:
+    """Whether torch.autocast is on for ``device_type`` (older torch: the per-device calls)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no argument
+        return (torch.is_autocast_cpu_enabled() if device_type == "cpu"
+                else torch.is_autocast_enabled())
+
+
+# Where F(4x4, 3x3) (in chunks, see TILE_BYTES) beat oneDNN's direct conv on this project's
+# 2-core Zen 4 CPU, 1 thread, float32, at every 3x3 conv shape of the mnist and cifar10 presets
+# plus a few others (`benchmarks/bench_winograd.py --parts policy`, results/winograd.json):
+# - >= 128 channels in and out, maps of 8x8 and more: forward + backward 1.27-1.28x at 8x8,
+#   1.34-1.85x at 16x16, 1.37-1.5x at 32x32, 1.55x at 64x64; forward alone 1.0-1.5x;
+# - 64 channels: forward + backward 1.25x at 64x64 and 128x128, but forward alone 0.93x, and
+#   0.91-1.0x (0.9-1.2x in other runs: noise) at 28x28: only large maps, only in training;
+# - maps that pad to whole 4x4 tiles with > 10 % waste (7x7, 9x9, 14x14: 0.6-1.07x), maps
+#   under 8x8 and the nets' first and last convs (1-3 channels): 0.36-0.73x.
+AUTO_MIN_CHANNELS = 128
+AUTO_MIN_SIDE = 8
+AUTO_MAX_PAD_WASTE = 0.10
+AUTO_THIN = (64, 4096)  # (channels, pixels): thinner convs pay only in training, on large maps
+
+
+def winograd_pays(x: torch.Tensor, out_channels: int, backward: bool | None = None) -> bool:
+    """The "auto" policy: True where F(4x4, 3x3) was measured faster than the direct conv.
+
+    x (N, C_in, H, W); ``backward``: whether a backward pass will follow (default:
+    ``torch.is_grad_enabled()``). CPU, float32, autocast off (in bf16 Winograd's constants
+    would amplify rounding); H, W >= AUTO_MIN_SIDE; padding H, W up to multiples of 4 adds at
+    most AUTO_MAX_PAD_WASTE; and c = min(C_in, C_out) >= AUTO_MIN_CHANNELS, or, when training,
+    c >= AUTO_THIN[0] with H * W >= AUTO_THIN[1].
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or autocast_active("cpu"):
+        return False
+    _, c_in, h, w = x.shape
+    if min(h, w) < AUTO_MIN_SIDE:
+        return False
+    if 1 - h * w / (-(-h // 4) * 4 * (-(-w // 4)) * 4) > AUTO_MAX_PAD_WASTE:
+        return False
+    c = min(c_in, out_channels)
+    if backward is None:
+        backward = torch.is_grad_enabled()
+    return c >= AUTO_MIN_CHANNELS or (backward and c >= AUTO_THIN[0] and h * w >= AUTO_THIN[1])
+
+
 class WinogradConv2d(nn.Conv2d):
     """``nn.Conv2d(c_in, c_out, 3, padding=1)`` computed by Winograd F(m x m, 3 x 3).
 
@@ -276,11 +354,15 @@ class WinogradConv2d(nn.Conv2d):
     ``bias`` (O,)), so state_dicts are interchangeable; only 3x3 kernels, stride 1,
     padding 1, dilation 1, groups 1, zero padding. ``m`` = 2 or 4 (see the module doc:
     Y = A^T [ (G g G^T) ⊙ (B^T d B) ] A, Lavin & Gray 2016). Output in channels_last memory.
+
+    ``policy``: "always" runs Winograd for every input; "auto" asks :func:`winograd_pays`
+    at each call and otherwise runs the ordinary ``F.conv2d`` with the same parameters.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=1,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None, m: int = 2, transforms: str = "matmul"):
+                 device=None, dtype=None, m: int = 2, transforms: str = "matmul",
+                 policy: str = "always"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, device, dtype)
         if (self.kernel_size != (3, 3) or self.stride != (1, 1) or self.padding != (1, 1)
@@ -291,21 +373,28 @@ class WinogradConv2d(nn.Conv2d):
             raise ValueError(f"winograd tile size m must be 2 or 4; got {m!r}")
         if transforms not in ("matmul", "sums"):
             raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
-        self.m, self.transforms = m, transforms
+        if policy not in ("always", "auto"):
+            raise ValueError(f"policy must be 'always' or 'auto'; got {policy!r}")
+        self.m, self.transforms, self.policy = m, transforms, policy
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, m: int = 2, transforms: str = "matmul"
-                  ) -> WinogradConv2d:
+    def from_conv(cls, conv: nn.Conv2d, m: int = 2, transforms: str = "matmul",
+                  policy: str = "always") -> WinogradConv2d:
         """A WinogradConv2d sharing ``conv``'s parameter tensors (no copy)."""
         new = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
                   device=conv.weight.device, dtype=conv.weight.dtype, m=m,
-                  transforms=transforms)
+                  transforms=transforms, policy=policy)
         new.weight = conv.weight
         new.bias = conv.bias
         return new
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", m={self.m}, transforms={self.transforms!r}"
+        return (super().extra_repr()
+                + f", m={self.m}, transforms={self.transforms!r}, policy={self.policy!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.policy == "auto" and not winograd_pays(
+                x, self.out_channels,
+                torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
         return winograd_conv3x3(x, self.weight, self.bias, self.m, self.transforms)
