@@ -42,7 +42,7 @@ $(BENCH_STAMP): pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BENCH_VENV)/bin/python benchmarks/bench_nets.py
+	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/bench_nets.py --variants winograd --threads 1
 
 # `make bench-quality`: ddpmkit vs denoising-diffusion-pytorch, 3 minutes of training each on the
 # digits, back to back, 1797 samples each, FD with our feature net (docs/benchmarks.md).
