@@ -62,8 +62,8 @@ def add_parser(sub) -> None:
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the net")
     p.add_argument("--conv3x3", choices=("direct", "winograd"),
-                   help="U-Net 3x3 convs: direct (default) or winograd (F(4x4,3x3) on CPU "
-                        "where measured faster: >= 128 channels, 8x8-16x16 maps; fp32 only)")
+                   help="U-Net 3x3 convs: direct (default) or winograd (F(4x4,3x3) on CPU, "
+                        "fp32, where measured faster: >= 128 channels on maps >= 8x8)")
     p.add_argument("--nonfinite", choices=("stop", "skip"),
                    help="on a NaN/Inf loss or gradient: stop (default) or skip the step")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR")

@@ -46,8 +46,9 @@ class UNetConfig:
 
     ``conv3x3``: "direct" (default) runs every 3x3 stride-1 conv through ``F.conv2d``;
     "winograd" computes those that were measured faster that way on CPU (float32, no
-    autocast, >= 128 channels in and out, 8x8 to 16x16 maps: see
-    :func:`ddpmkit.nets.winograd.winograd_pays`) by Winograd F(4x4, 3x3), the rest directly.
+    autocast, >= 128 channels in and out on maps of 8x8 and more that fill whole 4x4 tiles,
+    64 channels only in training from 64x64: see :func:`ddpmkit.nets.winograd.winograd_pays`)
+    by Winograd F(4x4, 3x3), the rest directly.
     Same parameters and state_dict keys either way; outputs agree to float32 rounding
     (Winograd's is ~10x the direct conv's, ~1e-5 of the output's scale).
     """

@@ -218,9 +218,10 @@ class _OutputTransformSums(torch.autograd.Function):
 # floats, stay under TILE_BYTES, so that they live in the caches: whole-batch buffers at 32x32
 # or 28x28 maps are 30-120 MB that go through main memory (and are mmapped afresh at every
 # call). A chunk keeps at least MIN_TILES tiles, or the matmuls get too thin. Measured on this
-# project's CPU (fwd + bwd, 1 thread, runs/ notes in docs/benchmarks.md): 128->128 at 32x32,
-# batch 32: 265 ms direct, 221 ms Winograd in one piece, 175-191 ms in chunks of 4-16 images;
-# 256->256 at 16x16 is best in one piece (the many-tiles bound keeps it so).
+# project's CPU (fwd + bwd, 1 thread, `benchmarks/bench_winograd.py --parts policy`):
+# 128->128 at 32x32, batch 32: 269 ms direct, 299 ms Winograd in one piece, 192 ms in chunks;
+# 128->128 at 64x64, batch 16: 560 / 809 / 360 ms; at 16x16 the one piece and the chunks
+# are equal (the many-tiles bound keeps whole batches there).
 TILE_BYTES = 8 * 2**20
 MIN_TILES = 512
 
