@@ -1,9 +1,14 @@
 """Denoiser: any network f(x_t, t) plus a parameterization, seen as an estimate of x_0.
 
-The network may predict x_0 (the default), eps, v or the model mean mu; the Denoiser converts
-its output exactly (``ddpmkit.diffusion``) so that samplers, losses and the likelihood only
-ever see x0_hat(x_t, t). The network is always called with the *original* chain's t (1..T) and
-the conversions use the original chain's tables, whatever sub-chain a sampler walks.
+What the network outputs is a preconditioning choice: x_0 itself, eps, v, the model mean mu, or
+EDM's F with x0_hat = c_skip x_t + c_out F(c_in x_t, t) (``edm``, with the data's sigma_data).
+The Denoiser converts its output exactly (``ddpmkit.diffusion``) so that samplers, losses and
+the likelihood only ever see x0_hat(x_t, t). The choice matters for training, not for the maths:
+under the ELBO weight C_t the network's raw error costs C_t (d x0_hat / d raw)^2, which eps, v
+and edm keep bounded as t -> 1 and a raw x0 output does not (docs/theory.md).
+
+The network is always called with the *original* chain's t (1..T) and the conversions use the
+original chain's tables, whatever sub-chain a sampler walks.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ class Denoiser(nn.Module):
             returning a tensor shaped like x_t. An ``nn.Module`` is registered as a submodule
             (so ``.to()``, ``.parameters()`` and ``state_dict()`` see it); a plain function works.
         schedule: the training chain (length T+1 tables).
-        parameterization: what the net predicts: ``"x0"``, ``"eps"``, ``"v"`` or ``"mu"``.
+        parameterization: what the net predicts: ``"x0"``, ``"eps"``, ``"v"``, ``"mu"`` or
+            ``"edm"`` (the net sees c_in x_t and outputs F; see :func:`ddpmkit.diffusion.
+            edm_coefficients`).
+        sigma_data: the data's standard deviation, used by ``"edm"`` only.
     """
 
     def __init__(self, net: NetFn, schedule: NoiseSchedule,
-                 parameterization: D.Parameterization = "x0") -> None:
+                 parameterization: D.Parameterization = "x0",
+                 sigma_data: float = D.EDM_SIGMA_DATA) -> None:
         super().__init__()
         if parameterization not in D.PARAMETERIZATIONS:
             raise InputError(
@@ -41,9 +50,12 @@ class Denoiser(nn.Module):
             )
         if schedule.is_respaced:
             raise InputError("a Denoiser needs the full training schedule, not a respaced one")
+        if not (isinstance(sigma_data, (int, float)) and sigma_data > 0):
+            raise InputError(f"sigma_data must be a number > 0; got {sigma_data!r}")
         self.net = net
         self.schedule = schedule
         self.parameterization = parameterization
+        self.sigma_data = float(sigma_data)
 
     @property
     def T(self) -> int:
@@ -52,6 +64,8 @@ class Denoiser(nn.Module):
     def raw(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The network's own output (in its parameterization), shape checked."""
         t = D.as_timesteps(t, x_t, self.T)
+        if self.parameterization == "edm":  # the net sees x_t at unit scale: c_in x_t
+            x_t = D.edm_coefficients(self.schedule, t, x_t, self.sigma_data)[0] * x_t
         out = self.net(x_t, t)
         if hasattr(out, "sample") and not isinstance(out, torch.Tensor):
             out = out.sample  # diffusers' UNet2DOutput
@@ -71,7 +85,8 @@ class Denoiser(nn.Module):
         """The estimate of the clean data, E[x_0 | x_t] for a perfect model."""
         t = D.as_timesteps(t, x_t, self.T)
         pred = self.raw(x_t, t).to(x_t.dtype)
-        return D.x0_from_prediction(self.schedule, x_t, pred, t, self.parameterization)
+        return D.x0_from_prediction(self.schedule, x_t, pred, t, self.parameterization,
+                                    self.sigma_data)
 
     def eps_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t)."""

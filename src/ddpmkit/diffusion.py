@@ -25,8 +25,10 @@ from .schedules import NoiseSchedule
 
 Variance = Literal["small", "large"]
 VARIANCES: tuple[str, ...] = ("small", "large")
-Parameterization = Literal["x0", "eps", "v", "mu"]
-PARAMETERIZATIONS: tuple[str, ...] = ("x0", "eps", "v", "mu")
+Parameterization = Literal["x0", "eps", "v", "mu", "edm"]
+PARAMETERIZATIONS: tuple[str, ...] = ("x0", "eps", "v", "mu", "edm")
+#: sigma_data of the ``edm`` preconditioning when none is given (Karras et al.'s default)
+EDM_SIGMA_DATA = 0.5
 
 
 # ---- table look-up -----------------------------------------------------------------------
@@ -174,9 +176,32 @@ def x0_from_mu(schedule: NoiseSchedule, x_t, mu, t):
     return (mu - extract(c_xt, t, x_t) * x_t) / extract(c_x0, t, x_t)
 
 
+def edm_coefficients(schedule: NoiseSchedule, t, x: torch.Tensor, sigma_data: float):
+    """(c_in, c_skip, c_out) of EDM's preconditioning in the VP chain, each (B, 1, ..., 1).
+
+    Karras et al. (2022) write D(x~; s) = c_skip x~ + c_out F(c_in x~) for x~ = x_0 + s eps.
+    With x~ = x_t / sqrt(alpha_bar_t), s = sqrt((1 - alpha_bar_t) / alpha_bar_t) and
+    r_t^2 = (1 - alpha_bar_t) + alpha_bar_t sigma_data^2 (the variance of x_t for data of
+    variance sigma_data^2) that is
+      x0_hat = (sqrt(alpha_bar_t) sigma_data^2 / r_t^2) x_t
+               + (sqrt(1 - alpha_bar_t) sigma_data / r_t) F(x_t / r_t, t),
+    so here c_in = 1/r_t multiplies x_t and c_skip already includes 1/sqrt(alpha_bar_t).
+    The raw error of F is scaled by c_out ~ sqrt(1 - alpha_bar_t) at low noise; sigma_data = 1
+    gives c_skip = sqrt(alpha_bar_t), c_out = sqrt(1 - alpha_bar_t): the v-parameterization
+    with F = -v.
+    """
+    if not sigma_data > 0:
+        raise InputError(f"sigma_data must be > 0; got {sigma_data}")
+    a, s = _a_s(schedule, t, x)
+    r = torch.sqrt(s**2 + a**2 * sigma_data**2)
+    return 1.0 / r, a * sigma_data**2 / r**2, s * sigma_data / r
+
+
 def x0_from_prediction(schedule: NoiseSchedule, x_t, pred, t,
-                       parameterization: Parameterization):
-    """Turn a network output in any parameterization into x0_hat."""
+                       parameterization: Parameterization, sigma_data: float = EDM_SIGMA_DATA):
+    """Turn a network output in any parameterization into x0_hat.
+
+    For ``edm``, ``pred`` is F evaluated at c_in x_t (see :func:`edm_coefficients`)."""
     if parameterization == "x0":
         return pred
     if parameterization == "eps":
@@ -185,13 +210,17 @@ def x0_from_prediction(schedule: NoiseSchedule, x_t, pred, t,
         return x0_from_v(schedule, x_t, pred, t)
     if parameterization == "mu":
         return x0_from_mu(schedule, x_t, pred, t)
+    if parameterization == "edm":
+        _, c_skip, c_out = edm_coefficients(schedule, t, x_t, sigma_data)
+        return c_skip * x_t + c_out * pred
     raise InputError(
         f"unknown parameterization {parameterization!r}; "
         f"choose one of {', '.join(PARAMETERIZATIONS)}"
     )
 
 
-def prediction_from_x0(schedule: NoiseSchedule, x_t, x0, t, parameterization: Parameterization):
+def prediction_from_x0(schedule: NoiseSchedule, x_t, x0, t, parameterization: Parameterization,
+                       sigma_data: float = EDM_SIGMA_DATA):
     """The training target of a parameterization, given the clean x_0 (inverse of the above)."""
     if parameterization == "x0":
         return x0
@@ -201,10 +230,40 @@ def prediction_from_x0(schedule: NoiseSchedule, x_t, x0, t, parameterization: Pa
         return v_from_x0(schedule, x_t, x0, t)
     if parameterization == "mu":
         return mu_from_x0(schedule, x_t, x0, t)
+    if parameterization == "edm":
+        _, c_skip, c_out = edm_coefficients(schedule, t, x_t, sigma_data)
+        return (x0 - c_skip * x_t) / c_out
     raise InputError(
         f"unknown parameterization {parameterization!r}; "
         f"choose one of {', '.join(PARAMETERIZATIONS)}"
     )
+
+
+def raw_error_scale(schedule: NoiseSchedule, parameterization: Parameterization,
+                    sigma_data: float = EDM_SIGMA_DATA) -> torch.Tensor:
+    """d x0_hat / d(raw output) per t, float64 (T+1,): how a raw error reaches x0_hat.
+
+    x0: 1; eps: sqrt((1 - alpha_bar_t)/alpha_bar_t); v: sqrt(1 - alpha_bar_t); mu: 1/c_x0(t);
+    edm: c_out(t). Under the ELBO weight C_t the raw error costs C_t times its square: x0's
+    factor 1 is what makes a raw x0 output lose the bound at small t (docs/theory.md).
+    """
+    ab, omab = schedule.alpha_bar, schedule.one_minus_alpha_bar
+    if parameterization == "x0":
+        out = torch.ones_like(ab)
+    elif parameterization == "eps":
+        out = torch.sqrt(omab / ab)
+    elif parameterization == "v":
+        out = torch.sqrt(omab)
+    elif parameterization == "mu":
+        out = 1.0 / posterior_tables(schedule)[1]
+    elif parameterization == "edm":
+        out = torch.sqrt(omab) * sigma_data / torch.sqrt(omab + ab * sigma_data**2)
+    else:
+        raise InputError(f"unknown parameterization {parameterization!r}; "
+                         f"choose one of {', '.join(PARAMETERIZATIONS)}")
+    out = out.clone()
+    out[0] = float("nan")
+    return out
 
 
 # ---- KL terms and decoders (elementwise; sum over data dims yourself) ----------------------

@@ -24,7 +24,8 @@ from .schedules import NoiseSchedule
 
 Weighting = Literal["elbo", "simple", "snr", "min_snr", "p2", "v"]
 WEIGHTINGS: tuple[str, ...] = ("elbo", "simple", "snr", "min_snr", "p2", "v")
-TimestepSampling = Literal["uniform", "importance"]
+TimestepSampling = Literal["uniform", "logsnr", "importance"]
+TIMESTEP_SAMPLINGS: tuple[str, ...] = ("uniform", "logsnr", "importance")
 
 
 def loss_weights(schedule: NoiseSchedule, weighting: Weighting, *, gamma: float = 5.0,
@@ -56,26 +57,59 @@ def loss_weights(schedule: NoiseSchedule, weighting: Weighting, *, gamma: float 
     return w
 
 
+def logsnr_step_proposal(schedule: NoiseSchedule) -> torch.Tensor:
+    """q(t) proportional to the log-SNR step lambda_{t-1} - lambda_t, float64 (T+1,), q[0] = 0.
+
+    This is the continuous-time ELBO's own measure (Kingma et al. 2021: the loss is an integral
+    over lambda), so under it the importance-weighted ELBO weight C_t / (T q(t)) is ~snr_t / 2
+    times a constant: ten orders of magnitude of C_t become a smooth curve. t = 1 (the decoder,
+    lambda_0 = +inf) gets the share of its neighbour t = 2. For a log-SNR-linear schedule
+    this is the uniform distribution.
+    """
+    T = schedule.T
+    q = torch.zeros(T + 1, dtype=torch.float64)
+    if T == 1:
+        q[1] = 1.0
+        return q
+    lam = schedule.log_snr
+    q[2:] = lam[1:-1] - lam[2:]
+    q[1] = q[2]
+    return q / q.sum()
+
+
 class TimestepSampler:
     """Draws t in 1..T per example with probabilities p(t), and the importance weight 1/(T p(t)).
 
-    ``uniform``: p(t) = 1/T. ``importance``: iDDPM's loss-second-moment sampler, p(t) proportional
-    to sqrt(E[L_t^2]) over the last ``history`` losses seen at t, mixed with 1 % uniform; uniform
-    until every t has ``history`` entries (the warm-up). The loss is multiplied by 1/(T p(t)),
-    so its expectation is unchanged. State is plain tensors (``state_dict``) for exact resume.
+    ``uniform``: p(t) = 1/T. ``logsnr``: p(t) proportional to the log-SNR step (see
+    :func:`logsnr_step_proposal`; needs ``schedule``). ``importance``: iDDPM's
+    loss-second-moment sampler, p(t) proportional to sqrt(E[L_t^2]) over the last ``history``
+    losses seen at t, mixed with 1 % uniform; uniform until every t has ``history`` entries
+    (the warm-up). The loss is multiplied by 1/(T p(t)), so its expectation is unchanged.
+
+    ``stratified``: the batch's B draws are u_i = (i + U_i)/B pushed through the inverse CDF of
+    p (one draw per 1/B of probability mass, in shuffled order): still p-distributed each, but
+    the batch covers the whole range of t, so the batch mean has lower variance (VDM's
+    low-discrepancy sampler). State is plain tensors (``state_dict``) for exact resume.
     """
 
     def __init__(self, T: int, kind: TimestepSampling = "uniform", history: int = 10,
-                 uniform_mix: float = 0.01) -> None:
-        if kind not in ("uniform", "importance"):
+                 uniform_mix: float = 0.01, *, schedule: NoiseSchedule | None = None,
+                 stratified: bool = False) -> None:
+        if kind not in TIMESTEP_SAMPLINGS:
             raise InputError(f"unknown timestep sampling {kind!r}; "
-                             "choose 'uniform' or 'importance'")
+                             f"choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
+        if kind == "logsnr" and (schedule is None or schedule.T != T):
+            raise InputError("timestep sampling 'logsnr' needs the schedule (of the same T)")
         self.T, self.kind, self.history, self.uniform_mix = T, kind, history, uniform_mix
+        self.stratified = stratified
+        self._fixed = logsnr_step_proposal(schedule) if kind == "logsnr" else None
         self.loss_history = torch.zeros(T + 1, history, dtype=torch.float64)
         self.counts = torch.zeros(T + 1, dtype=torch.int64)
 
     def probabilities(self) -> torch.Tensor:
         """p(t) as float64 (T+1,), p[0] = 0."""
+        if self._fixed is not None:
+            return self._fixed.clone()
         p = torch.zeros(self.T + 1, dtype=torch.float64)
         if self.kind == "uniform" or bool((self.counts[1:] < self.history).any()):
             p[1:] = 1.0 / self.T
@@ -89,12 +123,20 @@ class TimestepSampler:
                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """(t int64 (B,), importance weight float64 (B,) = 1/(T p(t)))."""
         p = self.probabilities()
-        t = torch.multinomial(p, batch, replacement=True, generator=generator)
+        if self.stratified:
+            u = (torch.arange(batch, dtype=torch.float64)
+                 + torch.rand(batch, generator=generator, dtype=torch.float64)) / batch
+            u = u[torch.randperm(batch, generator=generator)]
+            cdf = torch.cumsum(p, 0)
+            cdf = cdf / cdf[-1]
+            t = torch.searchsorted(cdf, u, right=True).clamp(1, self.T)
+        else:
+            t = torch.multinomial(p, batch, replacement=True, generator=generator)
         weight = 1.0 / (self.T * p[t])
         return t.to(device), weight.to(device)
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        """Record per-example losses at their t (detached, on CPU)."""
+        """Record per-example losses at their t (detached, on CPU; ``importance`` only)."""
         if self.kind != "importance":
             return
         for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):

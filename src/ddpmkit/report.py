@@ -454,7 +454,6 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
                  seed: int = 0) -> str:
     """The report's HTML text (see the module doc). ``draw``: sample from the checkpoint for
     pictures the run does not have (samples.png, trajectory.png)."""
-    from .schedules import make_schedule
     from .train import read_run
 
     run_dir = Path(run_dir)
@@ -466,7 +465,7 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
     records = read_log(run_dir)
     metrics = _read_json(run_dir / "metrics.json")
     evals = load_evals(run_dir)
-    schedule = make_schedule(cfg.schedule, cfg.T)
+    schedule = cfg.noise_schedule()
     kind = run.data["kind"]
 
     samples_png = (run_dir / "samples.png").read_bytes() if (run_dir / "samples.png").is_file() \

@@ -21,8 +21,10 @@ import torch
 
 from .errors import InputError
 
-ScheduleName = Literal["linear", "cosine", "sigmoid"]
-SCHEDULE_NAMES: tuple[str, ...] = ("linear", "cosine", "sigmoid")
+ScheduleName = Literal["linear", "cosine", "sigmoid", "logsnr_linear"]
+#: named shapes; each can be given log-SNR end points (``make_schedule(..., logsnr_max=...)``).
+#: ``logsnr_linear`` only exists with end points; the other three also have their native form.
+SCHEDULE_NAMES: tuple[str, ...] = ("linear", "cosine", "sigmoid", "logsnr_linear")
 
 #: Nichol & Dhariwal (2021) cap beta_t at 0.999 so that the last steps of the cosine schedule
 #: do not reach beta = 1 (which would make alpha_bar_T = 0 and snr_T = 0 exactly).
@@ -211,15 +213,142 @@ def sigmoid(T: int = 1000, start: float = -3.0, end: float = 3.0, tau: float = 1
     return from_betas(beta, name="sigmoid")
 
 
-def make_schedule(name: str, T: int = 1000, **kwargs) -> NoiseSchedule:
-    """Build a named schedule: ``linear``, ``cosine`` or ``sigmoid``."""
+def make_schedule(name: str, T: int = 1000, *, logsnr_max: float | None = None,
+                  logsnr_min: float | None = None, **kwargs) -> NoiseSchedule:
+    """Build a named schedule: ``linear``, ``cosine``, ``sigmoid`` or ``logsnr_linear``.
+
+    Without end points the first three are their native definitions (Ho's betas, iDDPM's
+    cosine, Jabri et al.'s sigmoid), exactly as runs made before end points existed. With
+    ``logsnr_max`` / ``logsnr_min`` the shape's continuous log-SNR curve is truncated to that
+    range (:func:`from_logsnr_endpoints`): log snr_1 = logsnr_max and log snr_T = logsnr_min.
+    """
+    if (logsnr_max is None) != (logsnr_min is None):
+        raise InputError("give both log-SNR end points (logsnr_max and logsnr_min) or neither")
+    if logsnr_max is not None:
+        if kwargs:
+            raise InputError(f"options {sorted(kwargs)} do not apply to a schedule set by its "
+                             "log-SNR end points")
+        return from_logsnr_endpoints(name, T, logsnr_max, logsnr_min)  # type: ignore[arg-type]
     if name == "linear":
         return linear(T, **kwargs)
     if name == "cosine":
         return cosine(T, **kwargs)
     if name == "sigmoid":
         return sigmoid(T, **kwargs)
+    if name == "logsnr_linear":
+        raise InputError("logsnr_linear needs its end points: logsnr_max and logsnr_min "
+                         "(e.g. --logsnr-max 6 --logsnr-min -9)")
     raise InputError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+
+
+# ---- schedules set by log-SNR end points -------------------------------------------------
+def from_logsnr(log_snr: Sequence[float] | torch.Tensor, name: str = "custom") -> NoiseSchedule:
+    """Schedule from lambda_t = log snr_t for t = 1..T (length T, strictly decreasing).
+
+    alpha_bar_t = sigmoid(lambda_t) and 1 - alpha_bar_t = sigmoid(-lambda_t) are both computed
+    directly (no 1 - x cancellation at either end), and
+    beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} = -expm1(logsigmoid(lambda_t) -
+    logsigmoid(lambda_{t-1})), with lambda_0 = +inf (alpha_bar_0 = 1).
+    """
+    lam = torch.as_tensor(log_snr, dtype=torch.float64).flatten()
+    if lam.numel() < 1 or not torch.isfinite(lam).all():
+        raise InputError("log-SNR values must be finite and there must be at least one (T >= 1)")
+    if (lam[1:] >= lam[:-1]).any():
+        raise InputError("log-SNR must decrease strictly in t (more noise at larger t)")
+    log_ab = torch.nn.functional.logsigmoid(lam)
+    log_ab_prev = torch.cat([torch.zeros(1, dtype=torch.float64), log_ab[:-1]])
+    beta = -torch.expm1(log_ab - log_ab_prev)
+    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    return NoiseSchedule(beta=torch.cat([zero, beta]), timesteps=torch.arange(lam.numel() + 1),
+                         name=name, alpha_bar=torch.cat([one, torch.sigmoid(lam)]),
+                         one_minus_alpha_bar=torch.cat([zero, torch.sigmoid(-lam)]))
+
+
+def _shape_logsnr(name: str, u: torch.Tensor) -> torch.Tensor:
+    """The continuous log-SNR curve lambda(u), u in (0, 1), of a named shape (decreasing)."""
+    if name == "cosine":  # alpha_bar = cos^2(pi u / 2): lambda = -2 log tan(pi u / 2)
+        return -2.0 * torch.log(torch.tan(u * math.pi / 2))
+    if name == "linear":  # the continuous limit of Ho's betas (1e-4 .. 0.02 over 1000 steps)
+        log_ab = -1000.0 * (1e-4 * u + (0.02 - 1e-4) * u**2 / 2)
+        return log_ab - torch.log(-torch.expm1(log_ab))
+    if name == "sigmoid":  # Jabri et al.'s default (start -3, end 3, tau 1)
+        v_s, v_e = torch.sigmoid(torch.tensor(-3.0)), torch.sigmoid(torch.tensor(3.0))
+        ab = ((v_e - torch.sigmoid(u * 6.0 - 3.0)) / (v_e - v_s)).to(torch.float64)
+        return torch.log(ab) - torch.log1p(-ab)
+    if name == "logsnr_linear":
+        return -u  # any decreasing affine map: truncation makes it linear between the ends
+    raise InputError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+
+
+def _solve_u(name: str, target: float) -> float:
+    """u in (0, 1) with lambda(u) = target, by bisection (lambda decreases in u)."""
+    lo, hi = 1e-12, 1.0 - 1e-12
+    lam_lo = float(_shape_logsnr(name, torch.tensor([lo], dtype=torch.float64)))
+    lam_hi = float(_shape_logsnr(name, torch.tensor([hi], dtype=torch.float64)))
+    if not lam_hi <= target <= lam_lo:
+        raise InputError(f"log-SNR {target:g} is outside what the {name} shape reaches "
+                         f"({lam_hi:.3g} .. {lam_lo:.3g}); choose end points inside it")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if float(_shape_logsnr(name, torch.tensor([mid], dtype=torch.float64))) > target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def from_logsnr_endpoints(shape: ScheduleName, T: int, logsnr_max: float,
+                          logsnr_min: float) -> NoiseSchedule:
+    """A named shape truncated to log snr_1 = logsnr_max and log snr_T = logsnr_min.
+
+    lambda_t = lambda(u_t) with u_t = u_a + (t - 1)/(T - 1) (u_b - u_a), where the shape's
+    continuous curve lambda(u) (cosine: -2 log tan(pi u/2); linear: Ho's betas in continuous
+    time; sigmoid; logsnr_linear: a straight line) meets the end points at u_a and u_b. So
+    ``logsnr_linear`` is lambda_t = logsnr_max + (t - 1)/(T - 1) (logsnr_min - logsnr_max).
+    """
+    _check_T(T)
+    for v, what in ((logsnr_max, "logsnr_max"), (logsnr_min, "logsnr_min")):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InputError(f"{what} must be a finite number; got {v!r}")
+    if not logsnr_max > logsnr_min:
+        raise InputError(f"logsnr_max ({logsnr_max:g}) must be larger than logsnr_min "
+                         f"({logsnr_min:g}): log-SNR falls as noise is added")
+    frac = (torch.arange(T, dtype=torch.float64) / (T - 1) if T > 1
+            else torch.zeros(1, dtype=torch.float64))
+    if T == 1:  # one step: x_1 carries the smallest noise, and it is also x_T
+        lam = torch.tensor([float(logsnr_max)], dtype=torch.float64)
+    elif shape == "logsnr_linear":
+        lam = logsnr_max + frac * (logsnr_min - logsnr_max)
+    else:
+        u_a, u_b = _solve_u(shape, float(logsnr_max)), _solve_u(shape, float(logsnr_min))
+        lam = _shape_logsnr(shape, u_a + frac * (u_b - u_a))
+        lam[0], lam[-1] = float(logsnr_max), float(logsnr_min)  # exact ends
+    return from_logsnr(lam, name=f"{shape}[{logsnr_max:g},{logsnr_min:g}]")
+
+
+#: sigma_min = bin / LOGSNR_MAX_BIN_FRACTION: the smallest noise, relative to the bin width
+#: Delta = 2/(K-1) of data on K levels; log snr_max = 2 ln(LOGSNR_MAX_BIN_FRACTION / Delta).
+#: Measured on the digits (docs/likelihood.md): see the table there for other constants.
+LOGSNR_MAX_BIN_FRACTION = 3.0
+#: log snr_T: alpha_bar_T = sigmoid(-9) = 1.2e-4 makes the prior term KL(q(x_T|x_0) || N(0,I))
+#: below 1e-4 bits/dim for any data in [-1, 1] (it is ~alpha_bar_T E[x_0^2] / (2 ln 2)).
+LOGSNR_MIN_DEFAULT = -9.0
+#: log snr_max for continuous (not discretized) data, where there is no bin to follow.
+LOGSNR_MAX_CONTINUOUS = 10.0
+
+
+def default_logsnr_endpoints(levels: int | None) -> tuple[float, float]:
+    """(logsnr_max, logsnr_min) for data on ``levels`` values in [-1, 1] (None: continuous).
+
+    logsnr_max = 2 ln(c / Delta) with Delta = 2/(levels - 1) and c = LOGSNR_MAX_BIN_FRACTION,
+    i.e. sigma_min / alpha = Delta / c at t = 1.
+    """
+    if levels is None:
+        return LOGSNR_MAX_CONTINUOUS, LOGSNR_MIN_DEFAULT
+    if levels < 2:
+        raise InputError(f"levels must be >= 2; got {levels}")
+    delta = 2.0 / (levels - 1)
+    return round(2.0 * math.log(LOGSNR_MAX_BIN_FRACTION / delta), 4), LOGSNR_MIN_DEFAULT
 
 
 Spacing = Literal["uniform", "quadratic", "trailing", "logsnr"]

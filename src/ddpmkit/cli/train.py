@@ -20,7 +20,8 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    from ..losses import WEIGHTINGS
+    from ..diffusion import PARAMETERIZATIONS
+    from ..losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
     from ..nets import PRESETS
     from ..schedules import SCHEDULE_NAMES
 
@@ -45,10 +46,26 @@ def add_parser(sub) -> None:
     p.add_argument("--loss", choices=WEIGHTINGS, help="loss weighting on the x0-MSE "
                    "(default min_snr)")
     p.add_argument("--gamma", type=positive_float, help="gamma of min_snr (default 5)")
-    p.add_argument("--param", choices=("x0", "eps", "v", "mu"),
-                   help="what the network predicts (default x0)")
-    p.add_argument("--timesteps", choices=("uniform", "importance"), help="t sampling")
-    p.add_argument("--schedule", choices=SCHEDULE_NAMES, help="noise schedule (default cosine)")
+    p.add_argument("--param", choices=PARAMETERIZATIONS,
+                   help="what the network outputs; x0_hat is computed from it exactly "
+                        "(default v; x0 = the raw output, which loses the ELBO at small t)")
+    p.add_argument("--sigma-data", type=positive_float,
+                   help="data std for --param edm (default: measured on the training split)")
+    p.add_argument("--timesteps", choices=TIMESTEP_SAMPLINGS,
+                   help="how t is drawn, with importance weights 1/(T q(t)) that keep the loss "
+                        "unbiased: logsnr (q ~ the log-SNR step; default), uniform, or "
+                        "importance (iDDPM's loss-second-moment sampler)")
+    p.add_argument("--stratified-t", action=argparse.BooleanOptionalAction, default=None,
+                   help="one t per 1/B of q's mass within each batch (default on)")
+    p.add_argument("--schedule", choices=SCHEDULE_NAMES,
+                   help="noise schedule shape (default logsnr_linear)")
+    p.add_argument("--logsnr-max", type=logsnr_value, metavar="L|auto|native",
+                   help="log snr_1, the smallest noise (default auto: 2 ln(3/bin) for data on K "
+                        "levels, bin = 2/(K-1): 6.36 for the digits, 11.9 for 8-bit; 10 for "
+                        "continuous data); native = the shape's own ends (both flags)")
+    p.add_argument("--logsnr-min", type=logsnr_value, metavar="L|auto|native",
+                   help="log snr_T, the largest noise (default auto: -9, prior term < 1e-4 "
+                        "bits/dim)")
     p.add_argument("--T", type=positive_int, help="diffusion steps (default 1000)")
     p.add_argument("--preset", choices=PRESETS, help="network preset (default from the data)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-3)")
@@ -79,11 +96,27 @@ FLAG_TO_FIELD = {
     "data": "data", "image_size": "image_size", "steps": "steps", "minutes": "minutes",
     "batch_size": "batch_size", "loss": "weighting", "gamma": "gamma",
     "param": "parameterization", "timesteps": "timesteps", "schedule": "schedule", "T": "T",
+    "sigma_data": "sigma_data", "stratified_t": "t_stratified", "logsnr_max": "logsnr_max",
+    "logsnr_min": "logsnr_min",
     "preset": "preset", "lr": "lr", "lr_schedule": "lr_schedule",
     "warmup_steps": "warmup_steps", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
     "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",
     "log_every": "log_every", "bf16": "bf16", "compile": "compile", "nonfinite": "nonfinite",
 }
+
+
+def logsnr_value(text: str) -> float | str:
+    """A --logsnr-max/--logsnr-min value: a number, "auto", or "native" (kept as "native")."""
+    if text in ("auto", "native"):
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number, auto or native; got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {text!r}")
+    return v
 
 
 def config_from_args(args: argparse.Namespace):
@@ -93,6 +126,9 @@ def config_from_args(args: argparse.Namespace):
     from ..train import TrainConfig, read_run
 
     given = {f: getattr(args, a) for a, f in FLAG_TO_FIELD.items() if getattr(args, a) is not None}
+    for end in ("logsnr_max", "logsnr_min"):  # "native" = the shape's own end points (None)
+        if given.get(end) == "native":
+            given[end] = None
     if args.conv3x3 is not None:  # a net option: goes to the net config via net_overrides
         given["net_overrides"] = {"conv3x3": args.conv3x3}
     if args.resume and (Path(args.out) / "config.json").is_file():

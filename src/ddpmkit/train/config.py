@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..diffusion import PARAMETERIZATIONS
+from ..diffusion import EDM_SIGMA_DATA, PARAMETERIZATIONS
 from ..errors import InputError
-from ..losses import WEIGHTINGS
-from ..schedules import SCHEDULE_NAMES
+from ..losses import TIMESTEP_SAMPLINGS, WEIGHTINGS
+from ..schedules import SCHEDULE_NAMES, NoiseSchedule, default_logsnr_endpoints, make_schedule
 
 LRSchedule = Literal["constant", "cosine"]
 
@@ -24,18 +24,31 @@ class TrainConfig:
     is the global batch (split across processes under torchrun). The loss is
     ``weighting`` applied to the x0-MSE (see ddpmkit.losses), divided by the mean weight so that
     its scale is near 1 whatever the weighting.
+
+    Schedule: ``schedule`` names the shape; ``logsnr_max`` / ``logsnr_min`` its end points
+    log snr_1 and log snr_T. ``"auto"`` (the default) follows the data when the run is made
+    (``resolve``): log snr_max from the bin width of data on K levels, log snr_min so that the
+    prior term is negligible (:func:`ddpmkit.schedules.default_logsnr_endpoints`). ``None``
+    for both is the shape's native definition (how runs made before end points existed load).
+    ``sigma_data``: the data's standard deviation for the ``edm`` output, ``"auto"`` = measured
+    on the training split. ``t_stratified``: stratified t within each batch (see
+    :class:`ddpmkit.losses.TimestepSampler`).
     """
 
     data: str = "digits"
     image_size: int | None = None
     preset: str | None = None  # net preset; None picks one from the data (digits, mnist, mlp2d)
     net_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    schedule: str = "cosine"
+    schedule: str = "logsnr_linear"
+    logsnr_max: float | str | None = "auto"
+    logsnr_min: float | str | None = "auto"
     T: int = 1000
-    parameterization: str = "x0"
+    parameterization: str = "v"
+    sigma_data: float | str | None = "auto"
     weighting: str = "min_snr"
     gamma: float = 5.0
-    timesteps: str = "uniform"
+    timesteps: str = "logsnr"
+    t_stratified: bool = True
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: LRSchedule = "constant"
@@ -70,9 +83,28 @@ class TrainConfig:
         if self.weighting not in WEIGHTINGS:
             raise InputError(f"unknown loss {self.weighting!r}; choose one of "
                              f"{', '.join(WEIGHTINGS)}")
-        if self.timesteps not in ("uniform", "importance"):
+        if self.timesteps not in TIMESTEP_SAMPLINGS:
             raise InputError(f"unknown timestep sampling {self.timesteps!r}; "
-                             "choose 'uniform' or 'importance'")
+                             f"choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
+        ends = (self.logsnr_max, self.logsnr_min)
+        for v, flag in zip(ends, ("--logsnr-max", "--logsnr-min")):
+            if not (v is None or v == "auto" or (isinstance(v, (int, float))
+                                                  and not isinstance(v, bool)
+                                                  and math.isfinite(v))):
+                raise InputError(f"{flag} must be a number, 'auto' or 'native'; got {v!r}")
+        if (ends[0] is None) != (ends[1] is None):
+            raise InputError("give both log-SNR end points or neither ('native' for both)")
+        if self.schedule == "logsnr_linear" and ends[0] is None:
+            raise InputError("the logsnr_linear schedule needs log-SNR end points; "
+                             "drop --logsnr-max/--logsnr-min native or choose another shape")
+        if all(isinstance(v, (int, float)) for v in ends) and not ends[0] > ends[1]:
+            raise InputError(f"--logsnr-max ({ends[0]}) must be larger than --logsnr-min "
+                             f"({ends[1]})")
+        sd = self.sigma_data
+        if not (sd is None or sd == "auto" or (isinstance(sd, (int, float)) and sd > 0)):
+            raise InputError(f"sigma_data must be a number > 0 or 'auto'; got {sd!r}")
+        if not isinstance(self.t_stratified, bool):
+            raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise InputError(f"unknown lr schedule {self.lr_schedule!r}; choose constant or cosine")
         if self.lr_schedule == "cosine" and self.steps is None:
@@ -101,14 +133,52 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From config.json. Fields a run written before they existed lacks take the value that
+        reproduces that run (LEGACY_DEFAULTS), not today's default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(unknown)} in config.json")
-        return cls(**d)
+        return cls(**(LEGACY_DEFAULTS | d))
+
+    def resolve(self, levels: int | None, sigma_data: float) -> TrainConfig:
+        """Replace every ``"auto"`` by its value for this data (stored in config.json).
+
+        levels: K of data on K levels (None for continuous data); sigma_data: the training
+        data's standard deviation. sigma_data is kept only for the ``edm`` output."""
+        lo_hi = default_logsnr_endpoints(levels)
+        ch: dict[str, Any] = {}
+        if self.logsnr_max == "auto":
+            ch["logsnr_max"] = lo_hi[0]
+        if self.logsnr_min == "auto":
+            ch["logsnr_min"] = lo_hi[1]
+        if self.parameterization != "edm":
+            ch["sigma_data"] = None
+        elif self.sigma_data == "auto":
+            ch["sigma_data"] = round(float(sigma_data), 6)
+        return self.replace(**ch) if ch else self
+
+    def noise_schedule(self) -> NoiseSchedule:
+        """The training chain: the named shape with its (resolved) end points."""
+        if "auto" in (self.logsnr_max, self.logsnr_min):
+            raise InputError("the schedule's end points are still 'auto'; resolve the config "
+                             "against the data first (TrainConfig.resolve)")
+        return make_schedule(self.schedule, self.T, logsnr_max=self.logsnr_max,
+                             logsnr_min=self.logsnr_min)
+
+    def denoiser_kwargs(self) -> dict[str, Any]:
+        """parameterization and sigma_data, as :class:`ddpmkit.denoiser.Denoiser` takes them."""
+        sd = self.sigma_data if isinstance(self.sigma_data, (int, float)) else EDM_SIGMA_DATA
+        return {"parameterization": self.parameterization, "sigma_data": float(sd)}
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: values of fields added after the first release, for config.json files that lack them: these
+#: reproduce the runs written then (native schedules, no edm, unstratified t)
+LEGACY_DEFAULTS: dict[str, Any] = {"logsnr_max": None, "logsnr_min": None, "sigma_data": None,
+                                   "t_stratified": False}
 
 
 def default_preset(kind: str, shape: tuple[int, ...]) -> str:

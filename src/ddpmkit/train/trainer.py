@@ -30,7 +30,6 @@ from ..distributed import Dist
 from ..errors import InputError
 from ..io import atomic_write_bytes, atomic_write_json
 from ..losses import TimestepSampler, diffusion_loss, loss_weights
-from ..schedules import make_schedule
 from .checkpoint import (
     check_state_dict,
     decode_tensor,
@@ -70,14 +69,16 @@ class Run:
                              f"{d.get('format') if isinstance(d, dict) else None!r})")
         return cls(TrainConfig.from_dict(d["train"]), nets.config_from_dict(d["net"]), d["data"])
 
-    def build_denoiser(self) -> Denoiser:
-        net = nets.build_net(self.net_config)
-        sched = make_schedule(self.config.schedule, self.config.T)
-        return Denoiser(net, sched, self.config.parameterization)
+    def build_denoiser(self, net: torch.nn.Module | None = None) -> Denoiser:
+        """The run's Denoiser around ``net`` (a fresh net of the run's config if None)."""
+        net = nets.build_net(self.net_config) if net is None else net
+        return Denoiser(net, self.config.noise_schedule(), **self.config.denoiser_kwargs())
 
 
 def make_run(cfg: TrainConfig, data: Dataset) -> Run:
-    """The net config for this data: the preset with the data's channels / dimension and T."""
+    """The net config for this data: the preset with the data's channels / dimension and T;
+    the training config with its "auto" values resolved for this data."""
+    cfg = cfg.resolve(data.levels, float(data.train.double().std()))
     preset = cfg.preset or default_preset(data.kind, data.data_shape)
     over = dict(cfg.net_overrides)
     if data.kind == "vector":
@@ -271,6 +272,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         raise InputError(f"--batch-size {cfg.batch_size} is not divisible by the {dist.world} "
                          "processes; choose a multiple")
     run = make_run(cfg, data)
+    cfg = run.config  # "auto" values resolved for this data
     prepare_run_dir(run_dir, resume, run, dist)
     torch.manual_seed(cfg.seed)
     denoiser = run.build_denoiser().to(device)
@@ -280,7 +282,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     sched = denoiser.schedule
     weights = loss_weights(sched, cfg.weighting, gamma=cfg.gamma)
     normalizer = float(weights[1:].mean())
-    ts = TimestepSampler(sched.T, cfg.timesteps)
+    ts = TimestepSampler(sched.T, cfg.timesteps, schedule=sched, stratified=cfg.t_stratified)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = BatchOrder(data.train.shape[0], cfg.batch_size, cfg.seed)
     step, elapsed0, last = 0, 0.0, None
@@ -326,7 +328,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     # compile the DDP wrapper, not the other way round (torch's DDPOptimizer needs to see it)
     train_net = nets.maybe_compile(model, cfg.compile)
-    train_den = Denoiser(train_net, sched, cfg.parameterization)
+    train_den = run.build_denoiser(train_net)
     x_all = data.train
     b_local = cfg.batch_size // dist.world
     lo = dist.rank * b_local
@@ -387,7 +389,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         sl = slice(lo, lo + b_local)
         x0 = x_all[idx[sl]].to(device)
         t_l, noise_l = t[sl].to(device), noise[sl].to(device)
-        imp_l = imp[sl].to(device) if cfg.timesteps == "importance" else None
+        imp_l = imp[sl].to(device) if cfg.timesteps != "uniform" else None
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
@@ -513,8 +515,7 @@ def _sample_grid(net, run: Run, path: Path, device: str, n: int = 64) -> None:
     from ..plots import save_samples
     from ..samplers import sample_ancestral
 
-    den = Denoiser(net, make_schedule(run.config.schedule, run.config.T),
-                   run.config.parameterization)
+    den = run.build_denoiser(net)
     shape = (n, *run.data["shape"])
     res = sample_ancestral(den, shape, steps=min(100, run.config.T), seed=0, device=device,
                            clip="clip" if run.data["kind"] == "image" else "none")
