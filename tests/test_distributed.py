@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from ddpmkit import InputError
 from ddpmkit.cli import main as cli_main
 from ddpmkit.data import load_dataset
-from ddpmkit.distributed import Dist, init_from_env, sharded_negative_elbo_bpd
+from ddpmkit.distributed import init_from_env
 from ddpmkit.evaluate import eval_samples
 from ddpmkit.likelihood import negative_elbo_bpd
 from ddpmkit.train import TrainConfig, list_checkpoints, load_denoiser, train
@@ -44,9 +44,7 @@ CFG_RS = CFG_EQ | dict(steps=16, checkpoint_every=4, T=20, timesteps="importance
 WEIGHT_ATOL = 2e-5
 LAUNCH_TIMEOUT_S = 300
 BPD_N, BPD_BATCH = 20, 8
-BPD_CASES = [("per_batch", "exact", "weight"), ("per_batch", "stratified", "weight"),
-             ("per_batch", "stratified", "uniform"), ("one_stream", "exact", "weight"),
-             ("one_stream", "stratified", "weight"), ("one_stream", "stratified", "uniform")]
+BPD_CASES = [("exact", "weight"), ("stratified", "weight"), ("stratified", "uniform")]
 # 20 samples in chunks of 8: rank 0 draws chunks 0 and 2, rank 1 chunk 1
 EVAL_SAMPLES = dict(n=20, chunk=8, steps=3, sampler="ddim", seed=3)
 # a tiny digits run for `ddpmkit eval` (what matters is that the numbers match, not their value)
@@ -132,10 +130,10 @@ def _worker(mode: str, out: Path) -> None:
                   resume=True)
             loaded = load_denoiser(out / "eq", verbose=False)
             den = loaded.denoiser
-            res = {f"{draws}/{m}/{q}": sharded_negative_elbo_bpd(
-                       den, ds.test[:BPD_N], dist, method=m, batch_size=BPD_BATCH, seed=5,
-                       proposal=q, draws=draws).as_dict()
-                   for draws, m, q in BPD_CASES}
+            res = {f"{m}/{q}": negative_elbo_bpd(
+                       den, ds.test[:BPD_N], dist=dist, method=m, batch_size=BPD_BATCH, seed=5,
+                       proposal=q).as_dict()
+                   for m, q in BPD_CASES}
             _, x = eval_samples(loaded, **EVAL_SAMPLES, dist=dist)
             if dist.is_main:
                 (out / "bpd.json").write_text(json.dumps(res))
@@ -330,26 +328,18 @@ def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs
 
 
 def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
-    """draws="per_batch": batch i draws from seed (seed, i) whatever rank evaluates it;
-    draws="one_stream": both ranks run negative_elbo_bpd's one generator through every batch
-    (without the network on the other rank's batches). Either way equal to the last bit, for
-    both methods and both proposals of t inside a stratum."""
+    """The one estimator shares batches out by ownership: both ranks make every batch's draws
+    from the one generator and only the owner calls the network, so 2 ranks give the numbers
+    of 1 process to the last bit, for both methods and both proposals inside a stratum."""
     got = json.loads((ddp_runs / "bpd.json").read_text())
     den = load_denoiser(ddp_runs / "eq", verbose=False).denoiser
     x = digits.test[:BPD_N]
-    for draws, method, q in BPD_CASES:
-        key = f"{draws}/{method}/{q}"
-        ref = sharded_negative_elbo_bpd(den, x, Dist(), method=method, batch_size=BPD_BATCH,
-                                        seed=5, proposal=q, draws=draws).as_dict()
-        assert got[key] == ref, key
+    for method, q in BPD_CASES:
+        key = f"{method}/{q}"
         plain = negative_elbo_bpd(den, x, method=method, batch_size=BPD_BATCH, seed=5,
                                   proposal=q).as_dict()
-        if draws == "one_stream":  # the single-process numbers themselves
-            assert got[key] == plain, key
-        else:  # the same estimator as negative_elbo_bpd (other noise draws, same mean)
-            assert abs(plain["bpd"] - got[key]["bpd"]) < 5 * got[key]["se_bpd"], key
-            assert got[key]["terms_bpd"]["prior"] == pytest.approx(plain["terms_bpd"]["prior"])
-    assert got["per_batch/stratified/uniform"] != got["per_batch/stratified/weight"]
+        assert got[key] == plain, key
+    assert got["stratified/uniform"] != got["stratified/weight"]
 
 
 def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):

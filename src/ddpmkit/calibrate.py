@@ -23,7 +23,7 @@ from . import diffusion as D
 from .denoiser import Denoiser
 from .errors import InputError
 from .likelihood import DecoderSpec, negative_elbo_bpd
-from .schedules import NoiseSchedule, make_schedule
+from .schedules import NoiseSchedule, default_logsnr_endpoints, make_schedule
 
 GAUSSIAN_MEAN = (0.3, -0.5, 0.1, 0.8)
 GAUSSIAN_STD = (0.5, 0.2, 1.0, 0.05)
@@ -76,27 +76,48 @@ class GaussianData:
         var = self.std**2
         return var * n / (ab * var + n)
 
+    def isotropic_mmse(self, schedule: NoiseSchedule) -> torch.Tensor:
+        """E||x0_hat - x_0||^2 / d of the exact denoiser, float64 (T+1,): what
+        :func:`ddpmkit.likelihood.fit_mmse` measures, in closed form."""
+        return self.mmse(schedule).mean(1)
+
 
 def gaussian_expected_neg_elbo(data: GaussianData, schedule: NoiseSchedule,
                                variance: D.Variance = "small",
                                decoder_variance: float | None = None) -> dict[str, float]:
-    """E[-ELBO] of the exact denoiser in nats, term by term (closed form)."""
+    """E[-ELBO] of the exact denoiser in nats, term by term (closed form).
+
+    ``analytic``: sigma_t^2 = sigma_q^2 + c_x0^2 mmse_t with the isotropic mmse_t (the mean
+    over dimensions of the exact denoiser's error), and decoder variance mmse_1."""
     ab_T = float(schedule.alpha_bar[-1])
     omab_T = float(schedule.one_minus_alpha_bar[-1])
     m2 = data.mean**2 + data.std**2
     prior = float(0.5 * (ab_T * m2 - ab_T - math.log(omab_T)).sum())
     mmse = data.mmse(schedule)
-    w = D.mean_weight(schedule, variance)[2:]
-    mis = D.variance_mismatch(schedule, variance)[2:]
+    iso = data.isotropic_mmse(schedule) if variance == "analytic" else None
+    w = D.mean_weight(schedule, variance, iso)[2:]
+    mis = D.variance_mismatch(schedule, variance, iso)[2:]
     cons = float((data.dims * mis + w * mmse[2:].sum(1)).sum())
-    var1 = float(schedule.beta[1]) if decoder_variance is None else decoder_variance
+    if decoder_variance is not None:
+        var1 = decoder_variance
+    else:
+        var1 = float(iso[1]) if iso is not None else float(schedule.beta[1])
     dec = float((0.5 * math.log(2 * math.pi * var1) + mmse[1] / (2 * var1)).sum())
     return {"prior": prior, "consistency": cons, "decoder": dec, "total": prior + cons + dec}
 
 
+def calibration_schedule(name: str, T: int) -> NoiseSchedule:
+    """A named schedule as calibration uses it: native shapes, and ``logsnr_linear`` with the
+    default end points for continuous data."""
+    if name == "logsnr_linear":
+        hi, lo = default_logsnr_endpoints(None)
+        return make_schedule(name, T, logsnr_max=hi, logsnr_min=lo)
+    return make_schedule(name, T)
+
+
 def calibrate_gaussian(schedules: Sequence[str] = ("linear", "cosine"),
                        Ts: Sequence[int] = (100, 1000, 4000),
-                       variances: Sequence[str] = ("small", "large"), n: int = 2000,
+                       variances: Sequence[str] = ("small", "large", "analytic"), n: int = 2000,
                        seed: int = 0, progress: bool = False) -> list[dict]:
     """Rows per (schedule, T, variance): true NLL, closed-form and Monte Carlo -ELBO, bits/dim.
 
@@ -115,13 +136,14 @@ def calibrate_gaussian(schedules: Sequence[str] = ("linear", "cosine"),
     rows = []
     for name in schedules:
         for T in Ts:
-            sched = make_schedule(name, T)
+            sched = calibration_schedule(name, T)
             den = data.exact_denoiser(sched)
             for var in variances:
                 closed = gaussian_expected_neg_elbo(data, sched, var)
                 mc = negative_elbo_bpd(den, x0, method="exact", variance=var,
                                        decoder=DecoderSpec(kind="gaussian"), batch_size=n,
-                                       max_batch=1 << 16, seed=seed + 1, progress=progress)
+                                       max_batch=1 << 16, seed=seed + 1, progress=progress,
+                                       mmse=data.isotropic_mmse(sched))
                 neg = closed["total"] * to_bpd
                 rows.append({
                     "schedule": name, "T": T, "variance": var,
@@ -243,7 +265,7 @@ def calibrate_gmm2d(samplers: Sequence[str] | None = None,
                        projections=projections, seed=seed) for i in range(floor_repeats)]
     configs = [(sc, sa, sp, b) for sc in schedules for sa in samplers for sp in spacings
                for b in budgets]
-    dens = {sc: data.exact_denoiser(make_schedule(sc, T)) for sc in schedules}
+    dens = {sc: data.exact_denoiser(calibration_schedule(sc, T)) for sc in schedules}
     rows = []
     for sc, sa, sp, b in progress_iter(configs, len(configs), progress, "gmm2d"):
         res = get_sampler(sa)(dens[sc], (n, 2), steps=steps_for_budget(sa, b), spacing=sp,

@@ -53,6 +53,7 @@ def prepare_out(out: Path) -> None:
 def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
              say=print) -> dict[str, Any]:
     from .evaluate import eval_bpd, eval_samples
+    from .likelihood import ELBOEstimator
     from .losses import loss_weights
     from .plots import plot_loss_by_t, plot_trajectory, save_samples
     from .samplers import sample_ancestral
@@ -84,7 +85,8 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
 
     say(f"[3/4] test-split bits/dim ({cfg.bpd}, all T = {cfg.T} terms)" if cfg.bpd == "exact"
         else f"[3/4] test-split bits/dim ({cfg.bpd})")
-    bpd = eval_bpd(loaded, method=cfg.bpd, device=device, progress=progress, seed=cfg.seed)
+    bpd = eval_bpd(loaded, estimator=ELBOEstimator(method=cfg.bpd), device=device,
+                   progress=progress, seed=cfg.seed)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     C_t = loss_weights(loaded.denoiser.schedule, "elbo")
     plot_loss_by_t(records, bpd.get("by_t_bpd"), C_t.tolist(), out / "loss_by_t.png")

@@ -23,8 +23,8 @@ import torch
 from .errors import InputError
 from .schedules import NoiseSchedule
 
-Variance = Literal["small", "large"]
-VARIANCES: tuple[str, ...] = ("small", "large")
+Variance = Literal["small", "large", "analytic"]
+VARIANCES: tuple[str, ...] = ("small", "large", "analytic")
 Parameterization = Literal["x0", "eps", "v", "mu", "edm"]
 PARAMETERIZATIONS: tuple[str, ...] = ("x0", "eps", "v", "mu", "edm")
 #: sigma_data of the ``edm`` preconditioning when none is given (Karras et al.'s default)
@@ -90,16 +90,38 @@ def consistency_weight(schedule: NoiseSchedule) -> torch.Tensor:
     return C
 
 
-def model_variance_table(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
-    """sigma_t^2 of p_theta(x_{t-1} | x_t) for t >= 2: sigma_q^2 ("small") or beta_t ("large").
+def _check_mmse(schedule: NoiseSchedule, mmse: torch.Tensor | None) -> torch.Tensor:
+    if mmse is None:
+        raise InputError("the analytic variance needs the denoiser's per-t error mmse_t "
+                         "(ddpmkit.likelihood.fit_mmse on training data)")
+    mmse = torch.as_tensor(mmse, dtype=torch.float64).cpu()
+    if mmse.shape != (schedule.T + 1,):
+        raise InputError(f"mmse must have shape (T+1,) = ({schedule.T + 1},); got "
+                         f"{tuple(mmse.shape)}")
+    if not torch.isfinite(mmse[1:]).all() or (mmse[1:] < 0).any():
+        raise InputError("mmse must be finite and >= 0 for t = 1..T")
+    return mmse
 
-    Index 1 holds the sampler's last-step variance: 0 for both choices (Ho et al., Algorithm 2,
+
+def model_variance_table(schedule: NoiseSchedule, variance: Variance = "small",
+                         mmse: torch.Tensor | None = None) -> torch.Tensor:
+    """sigma_t^2 of p_theta(x_{t-1} | x_t) for t >= 2, float64 (T+1,).
+
+    ``small``: sigma_q^2; ``large``: beta_t; ``analytic``: sigma_q^2 + c_x0(t)^2 mmse_t, the
+    isotropic variance that minimises E[KL(q || p_theta)] for a denoiser whose per-dimension
+    error E||x0_hat - x_0||^2 / D is mmse_t (Bao et al. 2022, Analytic-DPM, in the x0 view):
+    the model mean misses mu_q by c_x0 (x0_hat - x_0), so the best variance adds that spread.
+    Index 1 holds the sampler's last-step variance: 0 for every choice (Ho et al., Algorithm 2,
     return the mean at t = 1). The likelihood uses its own decoder variance at t = 1.
     """
     if variance == "small":
         var = posterior_tables(schedule)[2]
     elif variance == "large":
         var = schedule.beta.clone()
+    elif variance == "analytic":
+        e = _check_mmse(schedule, mmse)
+        _, c_x0, var_q = posterior_tables(schedule)
+        var = var_q + c_x0**2 * e
     else:
         raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     var[0] = float("nan")
@@ -280,18 +302,27 @@ def gaussian_kl(mean1, var1, mean2, var2):
                   + (mean1 - mean2) ** 2 / var2)
 
 
-def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
+def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small",
+                      mmse: torch.Tensor | None = None) -> torch.Tensor:
     """Per-dimension constant of KL(q || p_theta) from sigma_t^2 != sigma_q^2, float64 (T+1,).
 
     1/2 (log(sigma_t^2 / sigma_q^2) + sigma_q^2 / sigma_t^2 - 1); 0 for "small"; nan at t < 2.
+    Written as 1/2 (d - log1p(d)) with d = sigma_q^2 / sigma_t^2 - 1 given in closed form, so
+    that it keeps its digits when sigma_t^2 is close to sigma_q^2.
     """
     if variance == "small":
         out = torch.zeros_like(schedule.beta)
     elif variance == "large":
         # r = sigma_q^2 / beta_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t), so
-        # d = r - 1 = -alpha_bar_{t-1} beta_t / (1 - alpha_bar_t) exactly; then
-        # 1/2 (r - 1 - log r) = 1/2 (d - log1p(d)) without the cancellation near r = 1
+        # d = r - 1 = -alpha_bar_{t-1} beta_t / (1 - alpha_bar_t) exactly
         d = -_prev(schedule.alpha_bar) * schedule.beta / schedule.one_minus_alpha_bar
+        out = 0.5 * (d - torch.log1p(d))
+    elif variance == "analytic":
+        # sigma_t^2 = sigma_q^2 + c_x0^2 mmse: d = -c_x0^2 mmse / sigma_t^2
+        e = _check_mmse(schedule, mmse)
+        _, c_x0, var_q = posterior_tables(schedule)
+        extra = c_x0**2 * e
+        d = -extra / (var_q + extra)
         out = 0.5 * (d - torch.log1p(d))
     else:
         raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
@@ -299,7 +330,8 @@ def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small") -> 
     return out
 
 
-def mean_weight(schedule: NoiseSchedule, variance: Variance = "small") -> torch.Tensor:
+def mean_weight(schedule: NoiseSchedule, variance: Variance = "small",
+                mmse: torch.Tensor | None = None) -> torch.Tensor:
     """c_x0(t)^2 / (2 sigma_t^2): the weight of ||x0_hat - x_0||^2 in the KL, float64 (T+1,).
 
     Equals C_t for the "small" variance; nan at t < 2.
@@ -307,7 +339,7 @@ def mean_weight(schedule: NoiseSchedule, variance: Variance = "small") -> torch.
     if variance == "small":
         return consistency_weight(schedule)
     c_x0 = posterior_tables(schedule)[1]
-    w = c_x0**2 / (2.0 * model_variance_table(schedule, variance))
+    w = c_x0**2 / (2.0 * model_variance_table(schedule, variance, mmse))
     w[:2] = float("nan")
     return w
 
@@ -351,6 +383,29 @@ def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor,
     highest = x0 > 1.0 - h * 0.5
     log_p = torch.where(lowest, torch.special.log_ndtr(b), log_mid)
     return torch.where(highest, torch.special.log_ndtr(-a), log_p)
+
+
+def levels_log_likelihood(x0: torch.Tensor, x1: torch.Tensor, alpha: float, sigma: float,
+                          levels: int) -> torch.Tensor:
+    """log P(x0 | x1) for the exact K-level decoder, elementwise (VDM, Kingma et al. 2021).
+
+    P(x0 = v_k | x1) = q(x1 | v_k) / sum_j q(x1 | v_j) over the ``levels`` values
+    v_k = -1 + 2k/(K-1), with q(x1 | x0) = N(alpha x0, sigma^2) per dimension: the posterior of
+    x0 under a uniform prior on the levels. It needs no network; it is nearly free once
+    sigma / alpha is well below the bin width 2/(K-1) and costs bits when it is not.
+    """
+    if levels < 2:
+        raise InputError(f"levels must be >= 2; got {levels}")
+    if not (alpha > 0 and sigma > 0):
+        raise InputError(f"alpha and sigma must be > 0; got {alpha}, {sigma}")
+    v = torch.linspace(-1.0, 1.0, levels, dtype=x1.dtype, device=x1.device)
+    flat1 = x1.reshape(-1)
+    out = torch.empty_like(flat1)
+    step = max(1, (1 << 22) // levels)  # at most ~4M (element, level) pairs at a time
+    for i in range(0, flat1.numel(), step):
+        z = flat1[i:i + step, None]
+        out[i:i + step] = -torch.logsumexp(-(z - alpha * v) ** 2 / (2 * sigma**2), dim=1)
+    return (-(x1 - alpha * x0) ** 2 / (2 * sigma**2) + out.reshape(x1.shape))
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:

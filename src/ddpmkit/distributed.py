@@ -8,13 +8,9 @@ and every helper here is the identity, so the same code path serves both.
 Work is split so that the result never depends on the number of processes:
 - sampling: chunk i always uses the seed (seed, i) (see :mod:`ddpmkit.generate`); rank r draws
   chunks r, r + world, ...; :func:`gather_chunks` puts them back in chunk order;
-- the ELBO (:func:`sharded_negative_elbo_bpd`): rank r evaluates batches r, r + world, ... of
-  the data and the per-example terms are gathered in data order and reduced the same way
-  whatever the world size. The random draws of batch i come either from a generator seeded
-  with (seed, i) (``draws="per_batch"``) or from the one generator of
-  :func:`ddpmkit.likelihood.negative_elbo_bpd`, which every rank runs through all batches,
-  skipping the network on the batches of the other ranks (``draws="one_stream"``: the numbers
-  of one process, ``ddpmkit eval`` uses it).
+- the ELBO: :meth:`ddpmkit.likelihood.ELBOEstimator.evaluate` takes a ``Dist``; rank r owns
+  batches r, r + world, ..., every rank makes every batch's random draws from the one
+  generator and only the owner calls the network, so the numbers are those of one process.
 
 Collectives run on ``Dist.device``: the CPU for gloo, this rank's GPU for NCCL (NCCL cannot
 move CPU tensors); the helpers copy there and back.
@@ -190,103 +186,3 @@ def generate_sharded(denoiser, data_shape, n: int, dist: Dist, *, chunk: int = 2
     x, meta = generate(denoiser, data_shape, n, chunk=chunk, rank=dist.rank, world=dist.world,
                        progress=progress and dist.is_main, **kwargs)
     return gather_chunks(x, n, chunk, dist), meta
-
-
-def batch_seed(seed: int, i: int) -> int:
-    """The seed of batch i of a sharded evaluation (the same mapping as sampling chunks)."""
-    from .generate import chunk_seed
-
-    return chunk_seed(seed, i)
-
-
-def _without_network(denoiser):
-    """A Denoiser on the same schedule whose network returns zeros: running
-    :func:`ddpmkit.likelihood.elbo_terms` with it draws exactly the random numbers the real
-    denoiser's call would (the draws never depend on the network's output) at the cost of the
-    draws alone."""
-    from .denoiser import Denoiser
-
-    return Denoiser(lambda x, t: torch.zeros_like(x), denoiser.schedule, "x0")
-
-
-def sharded_negative_elbo_bpd(denoiser, data: torch.Tensor, dist: Dist | None = None, *,
-                              method: str = "exact", variance: str = "small", decoder=None,
-                              batch_size: int = 256, strata: int = 10, per_stratum: int = 1,
-                              max_batch: int = 256, proposal: str = "weight", seed: int = 0,
-                              draws: str = "per_batch", progress: bool = False):
-    """Mean -ELBO of ``data`` (N, ...) in bits/dim, split over ranks; the same on every rank.
-
-    Batch i = data[i*batch_size : (i+1)*batch_size] is evaluated by rank i mod world and the
-    per-example terms are gathered back in data order, so the result depends on (seed,
-    batch_size, draws) but not on the number of ranks (1 rank included). It is an
-    :class:`ddpmkit.likelihood.NLLResult` like ``negative_elbo_bpd``, with the same estimator
-    (``proposal``: how t is drawn inside a stratum, see :func:`ddpmkit.likelihood.elbo_terms`).
-    Where batch i's x_t (and, for ``stratified``, its t) come from:
-
-    - ``draws="per_batch"``: a generator seeded with ``batch_seed(seed, i)``. No rank draws
-      more than its own batches need; the numbers differ from ``negative_elbo_bpd``'s with the
-      same seed by Monte Carlo noise.
-    - ``draws="one_stream"``: the single generator of ``negative_elbo_bpd`` (seeded with
-      ``seed``, running through all batches in order). Every rank runs it through every batch,
-      with the network replaced by zeros on the batches of the other ranks (the draws are the
-      same, the network calls are skipped), so the result is ``negative_elbo_bpd``'s bit for
-      bit on the same hardware; with one rank it is that function. The price: each rank draws
-      all batches' random numbers (cheap next to the network calls it skips).
-    """
-    from tqdm.auto import tqdm
-
-    from .generate import assemble
-    from .likelihood import elbo_terms, negative_elbo_bpd, summarize_nll
-
-    dist = dist or Dist()
-    if draws not in ("per_batch", "one_stream"):
-        raise InputError(f"unknown draws {draws!r}; choose 'per_batch' or 'one_stream'")
-    if data.shape[0] == 0:
-        raise InputError("no examples to evaluate: the data split is empty")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1; got {batch_size}")
-    kw = dict(method=method, variance=variance, decoder=decoder, strata=strata,
-              per_stratum=per_stratum, max_batch=max_batch, proposal=proposal)
-    if draws == "one_stream" and dist.world == 1:
-        return negative_elbo_bpd(denoiser, data, batch_size=batch_size, seed=seed,
-                                 progress=progress, **kw)
-    N = data.shape[0]
-    n_batches = (N + batch_size - 1) // batch_size
-    T = denoiser.T
-    if draws == "one_stream":
-        # every batch in order through one generator; only our own batches run the network
-        todo = range(n_batches)
-        stream = torch.Generator(device=data.device).manual_seed(seed)
-        skip = _without_network(denoiser)
-    else:
-        todo = range(dist.rank, n_batches, dist.world)
-    rows, by_t = [], []
-    it = tqdm(todo, desc=f"-ELBO ({method})", unit="batch") if progress and dist.is_main else todo
-    for i in it:
-        x0 = data[i * batch_size:(i + 1) * batch_size]
-        if draws == "one_stream":
-            if i % dist.world != dist.rank:
-                elbo_terms(skip, x0, generator=stream, **kw)
-                continue
-            gen = stream
-        else:
-            gen = torch.Generator(device=data.device).manual_seed(batch_seed(seed, i))
-        terms = elbo_terms(denoiser, x0, generator=gen, **kw)
-        rows.append(torch.stack([terms.total, terms.prior, terms.consistency, terms.decoder], 1))
-        by_t.append(terms.consistency_by_t.sum(0)[None])
-    local = torch.cat(rows) if rows else torch.zeros(0, 4, dtype=torch.float64,
-                                                     device=data.device)
-    local_t = torch.cat(by_t) if by_t else torch.zeros(0, T + 1, dtype=torch.float64,
-                                                       device=data.device)
-    # kept on data's device and reduced as negative_elbo_bpd does (contiguous columns, the
-    # per-batch L_t sums added in batch order), so "one_stream" matches it to the last bit
-    per_example = assemble(dist.all_gather_rows(local), N, batch_size)
-    per_batch_t = assemble(dist.all_gather_rows(local_t), n_batches, 1)
-    tot, prior, cons, dec = (c.contiguous() for c in per_example.unbind(1))
-    by_t_sum = None
-    if method == "exact":
-        by_t_sum = per_batch_t[0]
-        for row in per_batch_t[1:]:
-            by_t_sum = by_t_sum + row
-    return summarize_nll(tot, prior, cons, dec, by_t_sum, dims=data[0].numel(), T=T,
-                         method=method, strata=strata, per_stratum=per_stratum)

@@ -19,9 +19,9 @@ from typing import Any, Literal
 import torch
 
 from .data import Dataset, load_dataset
-from .distributed import Dist, generate_sharded, sharded_negative_elbo_bpd
+from .distributed import Dist, generate_sharded
 from .errors import InputError
-from .likelihood import DecoderSpec
+from .likelihood import DecoderSpec, ELBOEstimator, fit_mmse
 from .train.load import Loaded
 
 
@@ -35,47 +35,95 @@ def provenance(loaded: Loaded) -> dict[str, Any]:
             "model_sha256": loaded.model_sha256, "data": loaded.run.config.data}
 
 
+def data_estimator(estimator: ELBOEstimator, data: Dataset) -> ELBOEstimator:
+    """The estimator with its decoder set for this data: K levels from the data, or the
+    continuous Gaussian decoder for data with no levels."""
+    dec = estimator.decoder
+    if data.levels:
+        kind = "discrete" if dec.kind == "gaussian" else dec.kind
+        dec = DecoderSpec(kind=kind, levels=data.levels, variance=dec.variance)
+    elif dec.kind == "levels":
+        raise InputError(f"the K-level decoder needs data on levels; {data.name} is "
+                         "continuous (use --decoder gaussian)")
+    else:
+        dec = DecoderSpec(kind="gaussian", variance=dec.variance)
+    return estimator.replace(decoder=dec)
+
+
+MMSE_PREFIX = "mmse"
+
+
+def run_mmse(loaded: Loaded, data: Dataset, *, device: str = "cpu", save: bool = True,
+             progress: bool = False, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The denoiser's mmse_t on the training split (:func:`ddpmkit.likelihood.fit_mmse`),
+    cached in RUN_DIR/eval/mmse/ and reused when the model hash matches."""
+    import json
+
+    from .io import atomic_write_json
+
+    name = f"{MMSE_PREFIX}_step{loaded.step:07d}_{'ema' if loaded.ema else 'raw'}_seed{seed}.json"
+    path = Path(loaded.run_dir) / EVAL_DIR / MMSE_PREFIX / name
+    if path.is_file():
+        try:
+            rec = json.loads(path.read_text())
+            if rec.get("model_sha256") == loaded.model_sha256 and \
+                    len(rec.get("mmse", [])) == loaded.denoiser.T + 1:
+                return torch.tensor(rec["mmse"], dtype=torch.float64), rec
+        except (OSError, ValueError):
+            pass  # recompute
+    t0 = time.perf_counter()
+    mmse = fit_mmse(loaded.denoiser, data.train.to(device), seed=seed, progress=progress).cpu()
+    rec = {"mmse": mmse.tolist(), "split": "train", "seed": seed, "knots": 100, "n": 256,
+           "seconds": time.perf_counter() - t0, **provenance(loaded)}
+    if save and os.access(loaded.run_dir, os.W_OK):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, rec)
+    return mmse, rec
+
+
 def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
-             method: Literal["exact", "stratified"] = "exact", strata: int = 50,
-             per_stratum: int = 1, seed: int = 0, batch_size: int = 128, max_batch: int = 4096,
-             device: str = "cpu", progress: bool = False, dataset: Dataset | None = None,
-             limit: int | None = None,
-             proposal: Literal["weight", "uniform"] = "weight",
-             dist: Dist | None = None) -> dict[str, Any]:
+             estimator: ELBOEstimator | None = None, seed: int = 0, device: str = "cpu",
+             progress: bool = False, dataset: Dataset | None = None, limit: int | None = None,
+             dist: Dist | None = None, save_mmse: bool = True,
+             **settings: Any) -> dict[str, Any]:
     """-ELBO in bits/dim on a split, with its terms, the rate/distortion split and its cost.
 
-    ``proposal`` (stratified only): q(t) inside a stratum, proportional to C_t ("weight") or
-    uniform; see :func:`ddpmkit.likelihood.elbo_terms`.
-
-    ``dist`` (torchrun): batch i is evaluated by rank i mod world and the terms are gathered;
-    the random draws still come from the one generator of
-    :func:`ddpmkit.likelihood.negative_elbo_bpd` (``draws="one_stream"`` of
-    :func:`ddpmkit.distributed.sharded_negative_elbo_bpd`), so every rank returns the result of
-    one process, bit for bit on the same hardware."""
+    ``estimator``: every setting (:class:`ddpmkit.likelihood.ELBOEstimator`, its defaults if
+    None); keyword ``settings`` (``method="stratified"``, ``strata=20``, ...) replace fields of
+    it. The decoder's levels come from the data. The analytic variance measures the
+    denoiser's mmse_t on the training split first (cached in RUN_DIR/eval, see
+    :func:`run_mmse`). ``dist`` (torchrun): the batches are shared out by ownership and the
+    numbers are those of one process, bit for bit on the same hardware. The result records
+    the estimator whole under ``"estimator"``."""
     data = dataset or run_dataset(loaded)
     x = data.test if split == "test" else data.train
     if x is None:
         raise InputError(f"{data.name} has no {split} split; use --split train")
     if limit is not None:
         x = x[:limit]
-    decoder = (DecoderSpec(kind="discrete", levels=data.levels) if data.levels
-               else DecoderSpec(kind="gaussian"))
+    est = data_estimator((estimator or ELBOEstimator()).replace(**settings), data)
+    mmse, mmse_rec = None, None
+    if est.variance == "analytic":
+        mmse, mmse_rec = run_mmse(loaded, data, device=device, progress=progress,
+                                  save=save_mmse and (dist is None or dist.is_main))
     t0 = time.perf_counter()
-    res = sharded_negative_elbo_bpd(loaded.denoiser, x.to(device), dist, method=method,
-                                    decoder=decoder, batch_size=batch_size, strata=strata,
-                                    per_stratum=per_stratum, max_batch=max_batch, seed=seed,
-                                    progress=progress, proposal=proposal, draws="one_stream")
+    res = est.evaluate(loaded.denoiser, x.to(device), seed=seed, mmse=mmse, dist=dist,
+                       progress=progress)
     seconds = time.perf_counter() - t0
     out = res.as_dict()
     if res.by_t_bpd is not None:
         out["consistency_by_bucket"] = bucket_bpd(res.by_t_bpd)
+    dec = est.decoder
     return {**out, "split": split, "seed": seed, "seconds": seconds, "limit": limit,
-            "batch_size": batch_size, "max_batch": max_batch,
-            "decoder": {"kind": decoder.kind, "levels": decoder.levels,
-                        "variance": decoder.resolved_variance(loaded.denoiser)},
-            "strata": strata if method == "stratified" else None,
-            "per_stratum": per_stratum if method == "stratified" else None,
-            "proposal": proposal if method == "stratified" else None,
+            "estimator": est.as_dict(), "variance": est.variance,
+            "batch_size": est.batch_size, "max_batch": est.max_batch,
+            "decoder": {"kind": dec.kind, "levels": dec.levels,
+                        "variance": (None if dec.kind == "levels" else
+                                     dec.resolved_variance(loaded.denoiser, mmse))},
+            "strata": est.strata if est.method == "stratified" else None,
+            "per_stratum": est.per_stratum if est.method == "stratified" else None,
+            "proposal": est.proposal if est.method == "stratified" else None,
+            "mmse_seconds": mmse_rec["seconds"] if mmse_rec else None,
             **provenance(loaded)}
 
 
@@ -209,7 +257,12 @@ def eval_name(result: dict[str, Any]) -> str:
         lim = f"_n{result['n']}" if result.get("limit") is not None else ""
         strata = (f"_s{result['strata']}x{result['per_stratum']}_{result.get('proposal')}"
                   if result.get("method") == "stratified" else "")
-        return f"bpd_{result['method']}{strata}_{result['split']}{lim}_seed{result['seed']}_{tail}"
+        est = result.get("estimator") or {}
+        var = f"_{est['variance']}" if est.get("variance", "small") != "small" else ""
+        kind = (est.get("decoder") or {}).get("kind", "discrete")
+        dec = f"_dec-{kind}" if kind == "levels" else ""
+        return (f"bpd_{result['method']}{strata}{var}{dec}_{result['split']}{lim}"
+                f"_seed{result['seed']}_{tail}")
     steps = result.get("steps") or "all"
     chunk = result.get("chunk")
     # the samples depend on the chunk size; the default (512) keeps the shorter name

@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
                "--spacing logsnr_clipped --out s.npz",
     )
     p.add_argument("--case", choices=CALIBRATE_CASES, default="gaussian")
-    p.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), action="append",
+    p.add_argument("--schedule", choices=("linear", "cosine", "sigmoid", "logsnr_linear"),
+                   action="append",
                    help="schedule(s) to check (repeatable; default linear and cosine)")
     p.add_argument("--T", type=positive_int, action="append",
                    help="step count(s) (repeatable; default gaussian 100, 1000, 4000; "

@@ -25,7 +25,11 @@ and gathered: the numbers are those of one process with the same seed; rank 0 wr
 
 
 def add_parser(sub) -> None:
+    from ..diffusion import VARIANCES
+    from ..likelihood import PROPOSALS, ELBOEstimator
     from ..samplers import CLIP_POLICIES, SAMPLER_NAMES
+
+    EST = ELBOEstimator()  # the one set of defaults
 
     p = sub.add_parser(
         "eval", formatter_class=formatter, help="bits/dim and sample quality of a trained run",
@@ -46,18 +50,27 @@ def add_parser(sub) -> None:
                    help="data split for --bpd (default test)")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate only the first N examples of the split")
-    p.add_argument("--strata", type=positive_int, default=50,
-                   help="strata of t = 2..T for --bpd stratified (default 50)")
-    p.add_argument("--per-stratum", type=positive_int, default=1,
-                   help="t draws per stratum and example (default 1)")
-    p.add_argument("--proposal", choices=("weight", "uniform"), default="weight",
+    p.add_argument("--strata", type=positive_int, default=None,
+                   help=f"strata of t = 2..T for --bpd stratified (default {EST.strata})")
+    p.add_argument("--per-stratum", type=positive_int, default=None,
+                   help=f"t draws per stratum and example (default {EST.per_stratum})")
+    p.add_argument("--proposal", choices=PROPOSALS, default=None,
                    help="how t is drawn inside a stratum: weight = with probability "
-                        "proportional to C_t (default; far smaller SE), uniform")
-    p.add_argument("--batch-size", type=positive_int, default=128,
-                   help="examples per batch for --bpd (default 128, as the demo; the random "
-                        "draws depend on it)")
-    p.add_argument("--max-batch", type=positive_int, default=4096,
-                   help="examples per network call for --bpd exact (default 4096)")
+                        "proportional to the KL's weight on the network's raw squared error "
+                        "(default; C_t for an x0 output), uniform")
+    p.add_argument("--variance", choices=VARIANCES, default=None,
+                   help="reverse variance sigma_t^2: small = sigma_q^2 (default), large = "
+                        "beta_t, analytic = sigma_q^2 + c_x0^2 mmse_t with the model's own "
+                        "error measured on the training split (cached in RUN_DIR/eval/mmse)")
+    p.add_argument("--decoder", choices=("discrete", "levels"), default=None,
+                   help="t = 1 decoder for data on K levels: discrete = discretized Gaussian "
+                        "around x0_hat (default), levels = the exact K-level decoder "
+                        "q(x_1|x_0) normalised over the K values (VDM)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"examples per batch for --bpd (default {EST.batch_size}, as the demo; "
+                        "the random draws depend on it)")
+    p.add_argument("--max-batch", type=positive_int, default=None,
+                   help=f"examples per network call for --bpd exact (default {EST.max_batch})")
     p.add_argument("--fd", action="store_true",
                    help="Frechet distance of n samples (digits; bundled feature net)")
     p.add_argument("--sw2", action="store_true",
@@ -123,10 +136,9 @@ def _run(args, dist, device: str) -> int:
     progress = not (args.json or args.no_progress)
     out: dict = {"run_dir": str(loaded.run_dir)}
     if method is not None:
-        res = eval_bpd(loaded, split=args.split, method=method, strata=args.strata,
-                       per_stratum=args.per_stratum, seed=args.seed, batch_size=args.batch_size,
-                       max_batch=args.max_batch, device=device, progress=progress,
-                       limit=args.limit, proposal=args.proposal, dist=dist)
+        res = eval_bpd(loaded, split=args.split, estimator=estimator_from_args(args, method),
+                       seed=args.seed, device=device, progress=progress, limit=args.limit,
+                       dist=dist)
 
         def store_bpd() -> None:
             if save:
@@ -164,6 +176,18 @@ def _run(args, dist, device: str) -> int:
     return on_main(dist, show)
 
 
+def estimator_from_args(args, method: str):
+    """The ELBOEstimator of the flags given (its own defaults for the others)."""
+    from ..likelihood import DecoderSpec, ELBOEstimator
+
+    given = {k: getattr(args, k) for k in ("strata", "per_stratum", "proposal", "variance",
+                                           "batch_size", "max_batch")
+             if getattr(args, k) is not None}
+    if args.decoder is not None:
+        given["decoder"] = DecoderSpec(kind=args.decoder)
+    return ELBOEstimator(method=method, **given)
+
+
 def summary_lines(out: dict) -> list[str]:
     """Human-readable lines for an eval result (see ``run``)."""
     lines = []
@@ -171,6 +195,7 @@ def summary_lines(out: dict) -> list[str]:
     if b is not None:
         how = (f"{b['strata']} strata x {b['per_stratum']}, t ~ {b['proposal']}"
                if b["method"] == "stratified" else "all T terms")
+        how += f"; variance {b.get('variance', 'small')}, decoder {b['decoder']['kind']}"
         t = b["terms_bpd"]
         lines += [
             f"{b['split']} bits/dim: {b['bpd']:.4f} +- {b['se_bpd']:.4f} ({b['method']}, {how}; "
