@@ -24,8 +24,8 @@ from .schedules import NoiseSchedule
 
 Weighting = Literal["elbo", "simple", "snr", "min_snr", "p2", "v"]
 WEIGHTINGS: tuple[str, ...] = ("elbo", "simple", "snr", "min_snr", "p2", "v")
-TimestepSampling = Literal["uniform", "logsnr", "importance"]
-TIMESTEP_SAMPLINGS: tuple[str, ...] = ("uniform", "logsnr", "importance")
+TimestepSampling = Literal["uniform", "weight", "logsnr", "importance"]
+TIMESTEP_SAMPLINGS: tuple[str, ...] = ("uniform", "weight", "logsnr", "importance")
 
 
 def loss_weights(schedule: NoiseSchedule, weighting: Weighting, *, gamma: float = 5.0,
@@ -77,11 +77,34 @@ def logsnr_step_proposal(schedule: NoiseSchedule) -> torch.Tensor:
     return q / q.sum()
 
 
+def raw_weight_proposal(schedule: NoiseSchedule, weights: torch.Tensor,
+                        parameterization: D.Parameterization,
+                        sigma_data: float = D.EDM_SIGMA_DATA) -> torch.Tensor:
+    """q(t) proportional to w_t (d x0_hat / d raw)^2, float64 (T+1,), q[0] = 0.
+
+    w_t ||x0_hat - x_0||^2 = w_t g_t^2 ||raw error||^2 with g_t the raw output's scale in x0_hat
+    (:func:`ddpmkit.diffusion.raw_error_scale`). Drawing t from this q with importance weight
+    1/(T q(t)) gives every drawn example's *raw* squared error the same weight, so the loss is a
+    plain regression of the network's output (a v-MSE for v) whose expectation is the weighted
+    x0 loss. For the ELBO with a v output: q(t >= 2) ~ C_t (1 - alpha_bar_t), about
+    alpha_bar_t times the log-SNR step, and the decoder q(1) ~ 1/2, about 1/8 of all draws;
+    with uniform t instead, t = 1 is one draw in a thousand with ~70 times the weight of its
+    neighbour, and its rare, huge gradients cost 0.2 bits/dim (docs/likelihood.md).
+    """
+    q = weights.to(torch.float64) * D.raw_error_scale(schedule, parameterization,
+                                                      sigma_data) ** 2
+    q[0] = 0.0
+    if not torch.isfinite(q).all() or not float(q.sum()) > 0:
+        raise InputError("the weight proposal needs finite weights with a positive sum")
+    return q / q.sum()
+
+
 class TimestepSampler:
     """Draws t in 1..T per example with probabilities p(t), and the importance weight 1/(T p(t)).
 
-    ``uniform``: p(t) = 1/T. ``logsnr``: p(t) proportional to the log-SNR step (see
-    :func:`logsnr_step_proposal`; needs ``schedule``). ``importance``: iDDPM's
+    ``uniform``: p(t) = 1/T. ``weight``: p(t) proportional to the loss weight on the network's
+    raw output (:func:`raw_weight_proposal`). ``logsnr``: p(t) proportional to the log-SNR step
+    (:func:`logsnr_step_proposal`). Both take their table as ``proposal``. ``importance``: iDDPM's
     loss-second-moment sampler, p(t) proportional to sqrt(E[L_t^2]) over the last ``history``
     losses seen at t, mixed with 1 % uniform; uniform until every t has ``history`` entries
     (the warm-up). The loss is multiplied by 1/(T p(t)), so its expectation is unchanged.
@@ -93,16 +116,17 @@ class TimestepSampler:
     """
 
     def __init__(self, T: int, kind: TimestepSampling = "uniform", history: int = 10,
-                 uniform_mix: float = 0.01, *, schedule: NoiseSchedule | None = None,
+                 uniform_mix: float = 0.01, *, proposal: torch.Tensor | None = None,
                  stratified: bool = False) -> None:
         if kind not in TIMESTEP_SAMPLINGS:
             raise InputError(f"unknown timestep sampling {kind!r}; "
                              f"choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
-        if kind == "logsnr" and (schedule is None or schedule.T != T):
-            raise InputError("timestep sampling 'logsnr' needs the schedule (of the same T)")
+        fixed = kind in ("weight", "logsnr")
+        if fixed and (proposal is None or proposal.shape != (T + 1,)):
+            raise InputError(f"timestep sampling {kind!r} needs its proposal table (T+1,)")
         self.T, self.kind, self.history, self.uniform_mix = T, kind, history, uniform_mix
         self.stratified = stratified
-        self._fixed = logsnr_step_proposal(schedule) if kind == "logsnr" else None
+        self._fixed = proposal.to(torch.float64) / proposal.sum() if fixed else None
         self.loss_history = torch.zeros(T + 1, history, dtype=torch.float64)
         self.counts = torch.zeros(T + 1, dtype=torch.int64)
 
@@ -150,6 +174,20 @@ class TimestepSampler:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.loss_history = state["loss_history"].clone().to(torch.float64)
         self.counts = state["counts"].clone().to(torch.int64)
+
+
+def make_timestep_sampler(kind: TimestepSampling, schedule: NoiseSchedule,
+                          weights: torch.Tensor, parameterization: D.Parameterization = "v",
+                          sigma_data: float = D.EDM_SIGMA_DATA,
+                          stratified: bool = False) -> TimestepSampler:
+    """The TimestepSampler of a training run, with its proposal table built from the chain,
+    the loss weights and the parameterization."""
+    table = None
+    if kind == "weight":
+        table = raw_weight_proposal(schedule, weights, parameterization, sigma_data)
+    elif kind == "logsnr":
+        table = logsnr_step_proposal(schedule)
+    return TimestepSampler(schedule.T, kind, proposal=table, stratified=stratified)
 
 
 @dataclass

@@ -53,10 +53,14 @@ def add_parser(sub) -> None:
                    help="data std for --param edm (default: measured on the training split)")
     p.add_argument("--timesteps", choices=TIMESTEP_SAMPLINGS,
                    help="how t is drawn, with importance weights 1/(T q(t)) that keep the loss "
-                        "unbiased: logsnr (q ~ the log-SNR step; default), uniform, or "
-                        "importance (iDDPM's loss-second-moment sampler)")
+                        "unbiased: weight (q ~ the loss weight on the net's raw output, so every "
+                        "draw's raw error counts the same; default), logsnr (q ~ the log-SNR "
+                        "step), uniform, or importance (iDDPM's loss-second-moment sampler)")
     p.add_argument("--stratified-t", action=argparse.BooleanOptionalAction, default=None,
                    help="one t per 1/B of q's mass within each batch (default on)")
+    p.add_argument("--fourier-features", metavar="auto|none|F1,F2",
+                   help="U-Net input features sin/cos(2 pi f x) (VDM): auto = f = 1/bin and "
+                        "2/bin for images on K levels (8,16 for the digits), none, or a list")
     p.add_argument("--schedule", choices=SCHEDULE_NAMES,
                    help="noise schedule shape (default logsnr_linear)")
     p.add_argument("--logsnr-max", type=logsnr_value, metavar="L|auto|native",
@@ -97,7 +101,7 @@ FLAG_TO_FIELD = {
     "batch_size": "batch_size", "loss": "weighting", "gamma": "gamma",
     "param": "parameterization", "timesteps": "timesteps", "schedule": "schedule", "T": "T",
     "sigma_data": "sigma_data", "stratified_t": "t_stratified", "logsnr_max": "logsnr_max",
-    "logsnr_min": "logsnr_min",
+    "logsnr_min": "logsnr_min", "fourier_features": "fourier_features",
     "preset": "preset", "lr": "lr", "lr_schedule": "lr_schedule",
     "warmup_steps": "warmup_steps", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
     "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",

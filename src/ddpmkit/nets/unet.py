@@ -22,6 +22,7 @@ as (B, HW, C) tokens without copies and uses ``scaled_dot_product_attention``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,11 @@ class UNetConfig:
     by Winograd F(4x4, 3x3), the rest directly.
     Same parameters and state_dict keys either way; outputs agree to float32 rounding
     (Winograd's is ~10x the direct conv's, ~1e-5 of the output's scale).
+
+    ``fourier_frequencies``: VDM's fine-scale input features (Kingma et al. 2021, App. C):
+    for each frequency f, sin(2 pi f x) and cos(2 pi f x) of every input channel are stacked
+    onto the input. With f = 1/Delta for data on a grid of bin width Delta, they read off where
+    x sits between two levels, which a smooth net finds hard at small noise. Empty: none.
     """
 
     in_channels: int = 1
@@ -67,11 +73,17 @@ class UNetConfig:
     max_period: float = 10000.0
     channels_last: bool = True
     conv3x3: str = "direct"
+    fourier_frequencies: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
         object.__setattr__(self, "attn_levels", tuple(self.attn_levels))
+        object.__setattr__(self, "fourier_frequencies",
+                           tuple(float(f) for f in self.fourier_frequencies))
+        if any(not (f > 0 and f < float("inf")) for f in self.fourier_frequencies):
+            raise InputError(f"UNetConfig.fourier_frequencies must be > 0; got "
+                             f"{self.fourier_frequencies}")
         for name in ("in_channels", "ch", "num_res_blocks", "num_heads", "norm_groups", "T"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -201,6 +213,15 @@ class Upsample(nn.Module):
         return out.permute(0, 3, 1, 2)
 
 
+def fourier_features(x: torch.Tensor, freqs: tuple[float, ...]) -> torch.Tensor:
+    """[x, sin(2 pi f x), cos(2 pi f x) for f in freqs] along channels: (B, C(1 + 2F), H, W)."""
+    feats = [x]
+    for f in freqs:
+        z = (2.0 * math.pi * f) * x
+        feats += [torch.sin(z), torch.cos(z)]
+    return torch.cat(feats, dim=1)
+
+
 class UNet(nn.Module):
     """Ho et al.'s U-Net: ``net(x_t, t) -> tensor shaped like x_t`` (see the module doc)."""
 
@@ -210,7 +231,7 @@ class UNet(nn.Module):
         ch, g, drop, cv = cfg.ch, cfg.norm_groups, cfg.dropout, cfg.conv3x3
         temb_dim = 4 * ch
         self.temb = TimestepEmbedding(ch, temb_dim, cfg.T, cfg.max_period)
-        self.conv_in = conv3x3(cfg.in_channels, ch, cv)
+        self.conv_in = conv3x3(cfg.in_channels * (1 + 2 * len(cfg.fourier_frequencies)), ch, cv)
 
         widths = [ch * m for m in cfg.ch_mult]
         n_levels = len(widths)
@@ -252,6 +273,8 @@ class UNet(nn.Module):
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         temb = F.silu(self.temb(t))
+        if self.cfg.fourier_frequencies:
+            x = fourier_features(x, self.cfg.fourier_frequencies)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:

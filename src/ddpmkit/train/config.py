@@ -32,7 +32,10 @@ class TrainConfig:
     for both is the shape's native definition (how runs made before end points existed load).
     ``sigma_data``: the data's standard deviation for the ``edm`` output, ``"auto"`` = measured
     on the training split. ``t_stratified``: stratified t within each batch (see
-    :class:`ddpmkit.losses.TimestepSampler`).
+    :class:`ddpmkit.losses.TimestepSampler`). ``fourier_features``: the U-Net's fine-scale input
+    features (``UNetConfig.fourier_frequencies``): ``"auto"`` = frequencies 1/Delta and 2/Delta
+    for image data on K levels (bin width Delta = 2/(K-1)), none otherwise; ``"none"``; or a
+    comma-separated list of frequencies such as ``"8,16"``.
     """
 
     data: str = "digits"
@@ -47,8 +50,9 @@ class TrainConfig:
     sigma_data: float | str | None = "auto"
     weighting: str = "min_snr"
     gamma: float = 5.0
-    timesteps: str = "logsnr"
+    timesteps: str = "weight"
     t_stratified: bool = True
+    fourier_features: str = "auto"
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: LRSchedule = "constant"
@@ -103,6 +107,7 @@ class TrainConfig:
         sd = self.sigma_data
         if not (sd is None or sd == "auto" or (isinstance(sd, (int, float)) and sd > 0)):
             raise InputError(f"sigma_data must be a number > 0 or 'auto'; got {sd!r}")
+        parse_fourier(self.fourier_features)  # raises on a bad value
         if not isinstance(self.t_stratified, bool):
             raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -141,17 +146,21 @@ class TrainConfig:
             raise InputError(f"unknown training option(s) {', '.join(unknown)} in config.json")
         return cls(**(LEGACY_DEFAULTS | d))
 
-    def resolve(self, levels: int | None, sigma_data: float) -> TrainConfig:
+    def resolve(self, levels: int | None, sigma_data: float, image: bool = True) -> TrainConfig:
         """Replace every ``"auto"`` by its value for this data (stored in config.json).
 
         levels: K of data on K levels (None for continuous data); sigma_data: the training
-        data's standard deviation. sigma_data is kept only for the ``edm`` output."""
+        data's standard deviation; image: False for vector data (no Fourier features there).
+        sigma_data is kept only for the ``edm`` output."""
         lo_hi = default_logsnr_endpoints(levels)
         ch: dict[str, Any] = {}
         if self.logsnr_max == "auto":
             ch["logsnr_max"] = lo_hi[0]
         if self.logsnr_min == "auto":
             ch["logsnr_min"] = lo_hi[1]
+        if self.fourier_features == "auto":
+            ch["fourier_features"] = ("none" if levels is None or not image else
+                                      f"{(levels - 1) / 2:g},{levels - 1:g}")
         if self.parameterization != "edm":
             ch["sigma_data"] = None
         elif self.sigma_data == "auto":
@@ -178,7 +187,24 @@ class TrainConfig:
 #: values of fields added after the first release, for config.json files that lack them: these
 #: reproduce the runs written then (native schedules, no edm, unstratified t)
 LEGACY_DEFAULTS: dict[str, Any] = {"logsnr_max": None, "logsnr_min": None, "sigma_data": None,
-                                   "t_stratified": False}
+                                   "t_stratified": False, "fourier_features": "none"}
+
+
+def parse_fourier(value: str) -> tuple[float, ...]:
+    """"none" -> (); "8,16" -> (8.0, 16.0); "auto" -> () (resolved against the data first)."""
+    if not isinstance(value, str):
+        raise InputError(f"fourier_features must be auto, none or frequencies like 8,16; got "
+                         f"{value!r}")
+    if value in ("auto", "none"):
+        return ()
+    try:
+        freqs = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"--fourier-features must be auto, none or positive numbers like 8,16; "
+                         f"got {value!r}") from None
+    if not freqs or any(not (0 < f < float("inf")) for f in freqs):
+        raise InputError(f"--fourier-features frequencies must be > 0; got {value!r}")
+    return freqs
 
 
 def default_preset(kind: str, shape: tuple[int, ...]) -> str:

@@ -29,7 +29,7 @@ from ..denoiser import Denoiser
 from ..distributed import Dist
 from ..errors import InputError
 from ..io import atomic_write_bytes, atomic_write_json
-from ..losses import TimestepSampler, diffusion_loss, loss_weights
+from ..losses import diffusion_loss, loss_weights, make_timestep_sampler
 from .checkpoint import (
     check_state_dict,
     decode_tensor,
@@ -39,7 +39,7 @@ from .checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from .config import TrainConfig, default_preset
+from .config import TrainConfig, default_preset, parse_fourier
 from .ema import EMA
 
 RUN_FORMAT = "ddpmkit-run/1"
@@ -78,7 +78,7 @@ class Run:
 def make_run(cfg: TrainConfig, data: Dataset) -> Run:
     """The net config for this data: the preset with the data's channels / dimension and T;
     the training config with its "auto" values resolved for this data."""
-    cfg = cfg.resolve(data.levels, float(data.train.double().std()))
+    cfg = cfg.resolve(data.levels, float(data.train.double().std()), image=data.kind == "image")
     preset = cfg.preset or default_preset(data.kind, data.data_shape)
     over = dict(cfg.net_overrides)
     if data.kind == "vector":
@@ -89,6 +89,9 @@ def make_run(cfg: TrainConfig, data: Dataset) -> Run:
         if preset == "mlp2d":
             raise InputError("image data needs a U-Net preset (digits, mnist, cifar10)")
         over.setdefault("in_channels", data.data_shape[0])
+        freqs = parse_fourier(cfg.fourier_features)
+        if freqs:
+            over.setdefault("fourier_frequencies", freqs)
     over["T"] = cfg.T
     return Run(cfg, nets.preset(preset, **over), data.summary() | {"spec": cfg.data})
 
@@ -282,7 +285,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     sched = denoiser.schedule
     weights = loss_weights(sched, cfg.weighting, gamma=cfg.gamma)
     normalizer = float(weights[1:].mean())
-    ts = TimestepSampler(sched.T, cfg.timesteps, schedule=sched, stratified=cfg.t_stratified)
+    ts = make_timestep_sampler(cfg.timesteps, sched, weights, stratified=cfg.t_stratified,
+                               **cfg.denoiser_kwargs())
     gen = torch.Generator().manual_seed(cfg.seed)
     order = BatchOrder(data.train.shape[0], cfg.batch_size, cfg.seed)
     step, elapsed0, last = 0, 0.0, None
