@@ -263,7 +263,7 @@ def prediction_from_x0(schedule: NoiseSchedule, x_t, x0, t, parameterization: Pa
 
 def raw_error_scale(schedule: NoiseSchedule, parameterization: Parameterization,
                     sigma_data: float = EDM_SIGMA_DATA) -> torch.Tensor:
-    """d x0_hat / d(raw output) per t, float64 (T+1,): how a raw error reaches x0_hat.
+    """|d x0_hat / d(raw output)| per t, float64 (T+1,): how a raw error reaches x0_hat.
 
     x0: 1; eps: sqrt((1 - alpha_bar_t)/alpha_bar_t); v: sqrt(1 - alpha_bar_t); mu: 1/c_x0(t);
     edm: c_out(t). Under the ELBO weight C_t the raw error costs C_t times its square: x0's
