@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from ddpmkit import InputError
 from ddpmkit.cli import main as cli_main
 from ddpmkit.data import load_dataset
-from ddpmkit.distributed import init_from_env
+from ddpmkit.distributed import Dist, init_from_env
 from ddpmkit.evaluate import eval_samples
 from ddpmkit.likelihood import negative_elbo_bpd
 from ddpmkit.train import TrainConfig, list_checkpoints, load_denoiser, train

@@ -3,7 +3,6 @@ stratified comparison, stored results, FD and sliced W2, and one-line errors."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import subprocess
