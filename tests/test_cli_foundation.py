@@ -34,11 +34,11 @@ def test_calibrate_gaussian_json_rows_have_the_contract_keys(tmp_path):
     out = run("calibrate", "--case", "gaussian", "--T", "100", "--n", "500", "--json",
               "--out", str(tmp_path / "cal.npz"), check=True)
     rows = json.loads(out.stdout)
-    assert len(rows) == 4  # linear, cosine x small, large
+    assert len(rows) == 6  # linear, cosine x small, large, analytic
     keys = {"schedule", "T", "variance", "true_nll_bpd", "neg_elbo_bpd", "neg_elbo_mc_bpd",
             "neg_elbo_mc_se_bpd", "gap_bpd"}
     for r in rows:
-        assert keys <= set(r) and r["variance"] in ("small", "large")
+        assert keys <= set(r) and r["variance"] in ("small", "large", "analytic")
         assert abs(r["neg_elbo_mc_bpd"] - r["neg_elbo_bpd"]) <= 3 * r["neg_elbo_mc_se_bpd"]
     assert (tmp_path / "cal.npz").exists()
 

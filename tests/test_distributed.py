@@ -132,7 +132,7 @@ def _worker(mode: str, out: Path) -> None:
             den = loaded.denoiser
             res = {f"{m}/{q}": negative_elbo_bpd(
                        den, ds.test[:BPD_N], dist=dist, method=m, batch_size=BPD_BATCH, seed=5,
-                       proposal=q).as_dict()
+                       proposal=q, strata=5).as_dict()
                    for m, q in BPD_CASES}
             _, x = eval_samples(loaded, **EVAL_SAMPLES, dist=dist)
             if dist.is_main:
@@ -337,7 +337,7 @@ def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
     for method, q in BPD_CASES:
         key = f"{method}/{q}"
         plain = negative_elbo_bpd(den, x, method=method, batch_size=BPD_BATCH, seed=5,
-                                  proposal=q).as_dict()
+                                  proposal=q, strata=5).as_dict()
         assert got[key] == plain, key
     assert got["stratified/uniform"] != got["stratified/weight"]
 

@@ -329,7 +329,7 @@ def from_logsnr_endpoints(shape: ScheduleName, T: int, logsnr_max: float,
 #: sigma_min = bin / LOGSNR_MAX_BIN_FRACTION: the smallest noise, relative to the bin width
 #: Delta = 2/(K-1) of data on K levels; log snr_max = 2 ln(LOGSNR_MAX_BIN_FRACTION / Delta).
 #: Measured on the digits (docs/likelihood.md): see the table there for other constants.
-LOGSNR_MAX_BIN_FRACTION = 3.0
+LOGSNR_MAX_BIN_FRACTION = 6.0
 #: log snr_T: alpha_bar_T = sigmoid(-9) = 1.2e-4 makes the prior term KL(q(x_T|x_0) || N(0,I))
 #: below 1e-4 bits/dim for any data in [-1, 1] (it is ~alpha_bar_T E[x_0^2] / (2 ln 2)).
 LOGSNR_MIN_DEFAULT = -9.0
