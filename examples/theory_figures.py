@@ -52,7 +52,7 @@ def parameterization_weights(schedule: NoiseSchedule) -> dict[str, torch.Tensor]
     x0-MSE: 1; eps-MSE: snr_t (eq. 22); v-MSE: snr_t + 1 (eq. 23); mu-MSE: c_x0(t)^2 (eq. 24);
     ELBO: C_t = (snr_{t-1} - snr_t)/2 for t >= 2 (eq. 16).
     """
-    c_x0 = D.posterior_tables(schedule)[1]
+    c_x0 = D.posterior_coefficients(schedule)[1]
     elbo = loss_weights(schedule, "elbo")
     elbo[1] = float("nan")  # the decoder's weight depends on sigma_1^2; not a C_t
     return {

@@ -33,7 +33,7 @@ def test_q_sample_is_the_closed_form():
 def test_posterior_matches_bayes_rule_on_the_two_gaussians(name):
     """q(x_{t-1}|x_t,x_0) from conditioning the joint Gaussian of (x_{t-1}, x_t) given x_0."""
     s = make_schedule(name, 300)
-    c_xt, c_x0, var = D.posterior_tables(s)
+    c_xt, c_x0, var = D.posterior_coefficients(s)
     for t in (2, 3, 50, 299, 300):
         ab_prev, ab, a = s.alpha_bar[t - 1], s.alpha_bar[t], s.alpha[t]
         # x_{t-1} = sqrt(ab_prev) x0 + sqrt(1-ab_prev) e1 ; x_t = sqrt(a) x_{t-1} + sqrt(1-a) e2
@@ -46,7 +46,7 @@ def test_posterior_matches_bayes_rule_on_the_two_gaussians(name):
 
 def test_t_equals_1_edges_are_exact():
     s = cosine(1000)
-    c_xt, c_x0, var = D.posterior_tables(s)
+    c_xt, c_x0, var = D.posterior_coefficients(s)
     assert c_xt[1].item() == 0.0 and c_x0[1].item() == 1.0 and var[1].item() == 0.0
     C = D.consistency_weight(s)
     assert math.isnan(C[1]) and math.isnan(C[0]) and torch.isfinite(C[2:]).all()
@@ -55,7 +55,7 @@ def test_t_equals_1_edges_are_exact():
 @pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
 def test_C_t_equals_half_snr_difference_and_posterior_form(name):
     s = make_schedule(name, 1000)
-    _, c_x0, var = D.posterior_tables(s)
+    _, c_x0, var = D.posterior_coefficients(s)
     C = D.consistency_weight(s)
     torch.testing.assert_close(C[2:], c_x0[2:] ** 2 / (2 * var[2:]), rtol=1e-13, atol=0)
     torch.testing.assert_close(C[2:], (s.snr[1:-1] - s.snr[2:]) / 2, rtol=1e-10, atol=0)
@@ -91,7 +91,7 @@ def test_kl_equals_weighted_x0_mse(t, name, seed):
     x0_hat = x0 + torch.randn_like(x0)
     tt = torch.full((4,), t)
     xt = D.q_sample(s, x0, tt, eps)
-    var = D.posterior_tables(s)[2][t]
+    var = D.posterior_coefficients(s)[2][t]
     kl = D.gaussian_kl(D.posterior_mean(s, xt, x0, tt), var, D.mu_from_x0(s, xt, x0_hat, tt), var)
     form = D.consistency_weight(s)[t] * (x0_hat - x0) ** 2
     torch.testing.assert_close(kl.sum(), form.sum(), rtol=1e-11, atol=0)
@@ -104,10 +104,10 @@ def test_large_variance_kl_is_weight_plus_mismatch_constant():
     for t in (2, 17, 640, 1000):
         tt = torch.full((3,), t)
         xt = D.q_sample(s, x0, tt, eps)
-        var_q = D.posterior_tables(s)[2][t]
+        var_q = D.posterior_coefficients(s)[2][t]
         kl = D.gaussian_kl(D.posterior_mean(s, xt, x0, tt), var_q,
                            D.mu_from_x0(s, xt, x0_hat, tt), s.beta[t])
-        form = (D.variance_mismatch(s, "large")[t] + D.mean_weight(s, "large")[t]
+        form = (D.variance_mismatch(s, "large")[t] + D.kl_x0_weight(s, "large")[t]
                 * (x0_hat - x0) ** 2)
         torch.testing.assert_close(kl, form, rtol=1e-10, atol=1e-14)
 

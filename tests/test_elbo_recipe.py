@@ -189,14 +189,14 @@ def test_fixed_proposals_need_their_table():
 @given(e=st.floats(1e-6, 1.0), t=st.integers(2, 50))
 def test_analytic_variance_minimises_the_expected_kl(e, t):
     """E[KL] = D m_t + w_t D e as a function of sigma_t^2 is smallest at sigma_q^2 + c_x0^2 e."""
-    _, c_x0, var_q = D.posterior_tables(SCHED)
+    _, c_x0, var_q = D.posterior_coefficients(SCHED)
     mm = torch.full((51,), e, dtype=torch.float64)
 
     def expected_kl(var):
         return 0.5 * (math.log(var / var_q[t]) + var_q[t] / var - 1) + c_x0[t] ** 2 * e / (2 * var)
 
     best = D.model_variance_table(SCHED, "analytic", mm)[t]
-    kl = D.variance_mismatch(SCHED, "analytic", mm)[t] + D.mean_weight(SCHED, "analytic", mm)[t] * e
+    kl = D.variance_mismatch(SCHED, "analytic", mm)[t] + D.kl_x0_weight(SCHED, "analytic", mm)[t] * e
     assert float(kl) == pytest.approx(float(expected_kl(best)), rel=1e-9, abs=1e-15)
     for f in (0.7, 1.3):
         assert float(expected_kl(best * f)) >= float(kl) - 1e-15

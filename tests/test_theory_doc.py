@@ -126,7 +126,7 @@ def _c_t_off_by_one(schedule: NoiseSchedule) -> torch.Tensor:
 
 def _posterior_dropped_bar(schedule: NoiseSchedule):
     """c_x0 with 1 - alpha_t where 1 - alpha_bar_t belongs (the slides' missing bar)."""
-    c_xt, c_x0, var = _ORIG["posterior_tables"](schedule)
+    c_xt, c_x0, var = _ORIG["posterior_coefficients"](schedule)
     c_x0 = schedule.beta * torch.sqrt(_prev(schedule.alpha_bar)) / schedule.beta.clamp(min=1e-300)
     c_x0[0] = float("nan")
     return c_xt, c_x0, var
@@ -134,7 +134,7 @@ def _posterior_dropped_bar(schedule: NoiseSchedule):
 
 def _posterior_large_variance(schedule: NoiseSchedule):
     """sigma_q^2 replaced by beta_t (the two variance choices confused)."""
-    c_xt, c_x0, _ = _ORIG["posterior_tables"](schedule)
+    c_xt, c_x0, _ = _ORIG["posterior_coefficients"](schedule)
     var = schedule.beta.clone()
     var[0] = float("nan")
     return c_xt, c_x0, var
@@ -168,14 +168,14 @@ def _gaussian_kl_swapped(mean1, var1, mean2, var2):
     return _ORIG["gaussian_kl"](mean1, var2, mean2, var1)
 
 
-_ORIG = {"posterior_tables": D.posterior_tables, "consistency_weight": D.consistency_weight,
+_ORIG = {"posterior_coefficients": D.posterior_coefficients, "consistency_weight": D.consistency_weight,
          "eps_from_x0": D.eps_from_x0, "loss_weights": losses.loss_weights,
          "gaussian_kl": D.gaussian_kl}
 
 MUTANTS = {
     "C_t off by one step": (D, "consistency_weight", _c_t_off_by_one),
-    "c_x0 with a dropped bar": (D, "posterior_tables", _posterior_dropped_bar),
-    "sigma_q^2 replaced by beta_t": (D, "posterior_tables", _posterior_large_variance),
+    "c_x0 with a dropped bar": (D, "posterior_coefficients", _posterior_dropped_bar),
+    "sigma_q^2 replaced by beta_t": (D, "posterior_coefficients", _posterior_large_variance),
     "q_sample variance as std": (D, "q_sample", _q_sample_variance_for_std),
     "eps conversion sign": (D, "eps_from_x0", _eps_wrong_sign),
     "simple weight = 1 on x0-MSE": (losses, "loss_weights", _loss_weights_simple_as_one),

@@ -95,7 +95,7 @@ def gaussian_expected_neg_elbo(data: GaussianData, schedule: NoiseSchedule,
     prior = float(0.5 * (ab_T * m2 - ab_T - math.log(omab_T)).sum())
     mmse = data.mmse(schedule)
     iso = data.isotropic_mmse(schedule) if variance == "analytic" else None
-    w = D.mean_weight(schedule, variance, iso)[2:]
+    w = D.kl_x0_weight(schedule, variance, iso)[2:]
     mis = D.variance_mismatch(schedule, variance, iso)[2:]
     cons = float((data.dims * mis + w * mmse[2:].sum(1)).sum())
     if decoder_variance is not None:

@@ -16,7 +16,7 @@ Notation (Ho et al. 2020, see docs/theory.md):
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -61,10 +61,22 @@ def _prev(table: torch.Tensor) -> torch.Tensor:
 
 
 # ---- coefficient tables (float64, length T+1) --------------------------------------------
-def posterior_tables(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(c_xt, c_x0, sigma_q^2) as float64 tables of length T+1 (index 0 unused, set to nan).
+class PosteriorCoefficients(NamedTuple):
+    """The posterior q(x_{t-1} | x_t, x_0) = N(c_xt x_t + c_x0 x_0, sigma_q2 I) as float64
+    tables of length T+1 (index 0 unused, nan)."""
 
-    At t = 1: alpha_bar_0 = 1, so c_xt = 0, c_x0 = 1 and sigma_q^2 = 0 exactly.
+    c_xt: torch.Tensor
+    c_x0: torch.Tensor
+    sigma_q2: torch.Tensor
+
+
+def posterior_coefficients(schedule: NoiseSchedule) -> PosteriorCoefficients:
+    """(c_xt, c_x0, sigma_q2) of every step t = 1..T, float64 (T+1,) each.
+
+    c_xt = (1 - alpha_bar_{t-1}) sqrt(alpha_t) / (1 - alpha_bar_t),
+    c_x0 = beta_t sqrt(alpha_bar_{t-1}) / (1 - alpha_bar_t),
+    sigma_q2 = (1 - alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t).
+    At t = 1: alpha_bar_0 = 1, so c_xt = 0, c_x0 = 1 and sigma_q2 = 0 exactly.
     """
     ab, omab = schedule.alpha_bar, schedule.one_minus_alpha_bar
     ab_prev, omab_prev = _prev(ab), _prev(omab)
@@ -74,7 +86,17 @@ def posterior_tables(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tenso
     var = omab_prev * beta / omab
     for tab in (c_xt, c_x0, var):
         tab[0] = float("nan")
-    return c_xt, c_x0, var
+    return PosteriorCoefficients(c_xt, c_x0, var)
+
+
+#: the name used before posterior_coefficients (same NamedTuple, indexable as a tuple)
+posterior_tables = posterior_coefficients
+
+
+def C_t(schedule: NoiseSchedule) -> torch.Tensor:
+    """C_t = c_x0(t)^2 / (2 sigma_q^2(t)) = (snr_{t-1} - snr_t)/2 for t = 2..T, float64 (T+1,):
+    the lecture's weight of ||x0_hat - x_0||^2 in the ELBO. See :func:`consistency_weight`."""
+    return consistency_weight(schedule)
 
 
 def consistency_weight(schedule: NoiseSchedule) -> torch.Tensor:
@@ -115,12 +137,12 @@ def model_variance_table(schedule: NoiseSchedule, variance: Variance = "small",
     return the mean at t = 1). The likelihood uses its own decoder variance at t = 1.
     """
     if variance == "small":
-        var = posterior_tables(schedule)[2]
+        var = posterior_coefficients(schedule)[2]
     elif variance == "large":
         var = schedule.beta.clone()
     elif variance == "analytic":
         e = _check_mmse(schedule, mmse)
-        _, c_x0, var_q = posterior_tables(schedule)
+        _, c_x0, var_q = posterior_coefficients(schedule)
         var = var_q + c_x0**2 * e
     else:
         raise InputError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
@@ -143,7 +165,7 @@ def posterior_mean(schedule: NoiseSchedule, x_t: torch.Tensor, x0: torch.Tensor,
                    t: torch.Tensor) -> torch.Tensor:
     """mu_q(x_t, x_0) = c_xt(t) x_t + c_x0(t) x_0; (B, ...)."""
     t = as_timesteps(t, x_t, schedule.T)
-    c_xt, c_x0, _ = posterior_tables(schedule)
+    c_xt, c_x0, _ = posterior_coefficients(schedule)
     return extract(c_xt, t, x_t) * x_t + extract(c_x0, t, x_t) * x0
 
 
@@ -151,7 +173,7 @@ def posterior_variance(schedule: NoiseSchedule, t: torch.Tensor,
                        like: torch.Tensor) -> torch.Tensor:
     """sigma_q^2(t) shaped (B, 1, ..., 1) like ``like`` (0 at t = 1)."""
     t = as_timesteps(t, like, schedule.T)
-    return extract(posterior_tables(schedule)[2], t, like)
+    return extract(posterior_coefficients(schedule)[2], t, like)
 
 
 # ---- conversions between parameterizations (exact inverses) -------------------------------
@@ -194,7 +216,7 @@ def mu_from_x0(schedule: NoiseSchedule, x_t, x0, t):
 def x0_from_mu(schedule: NoiseSchedule, x_t, mu, t):
     """x0_hat = (mu - c_xt(t) x_t) / c_x0(t); c_x0 > 0 for every t >= 1 (c_x0(1) = 1)."""
     t = as_timesteps(t, x_t, schedule.T)
-    c_xt, c_x0, _ = posterior_tables(schedule)
+    c_xt, c_x0, _ = posterior_coefficients(schedule)
     return (mu - extract(c_xt, t, x_t) * x_t) / extract(c_x0, t, x_t)
 
 
@@ -277,7 +299,7 @@ def raw_error_scale(schedule: NoiseSchedule, parameterization: Parameterization,
     elif parameterization == "v":
         out = torch.sqrt(omab)
     elif parameterization == "mu":
-        out = 1.0 / posterior_tables(schedule)[1]
+        out = 1.0 / posterior_coefficients(schedule)[1]
     elif parameterization == "edm":
         out = torch.sqrt(omab) * sigma_data / torch.sqrt(omab + ab * sigma_data**2)
     else:
@@ -320,7 +342,7 @@ def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small",
     elif variance == "analytic":
         # sigma_t^2 = sigma_q^2 + c_x0^2 mmse: d = -c_x0^2 mmse / sigma_t^2
         e = _check_mmse(schedule, mmse)
-        _, c_x0, var_q = posterior_tables(schedule)
+        _, c_x0, var_q = posterior_coefficients(schedule)
         extra = c_x0**2 * e
         d = -extra / (var_q + extra)
         out = 0.5 * (d - torch.log1p(d))
@@ -330,18 +352,22 @@ def variance_mismatch(schedule: NoiseSchedule, variance: Variance = "small",
     return out
 
 
-def mean_weight(schedule: NoiseSchedule, variance: Variance = "small",
-                mmse: torch.Tensor | None = None) -> torch.Tensor:
-    """c_x0(t)^2 / (2 sigma_t^2): the weight of ||x0_hat - x_0||^2 in the KL, float64 (T+1,).
+def kl_x0_weight(schedule: NoiseSchedule, variance: Variance = "small",
+                 mmse: torch.Tensor | None = None) -> torch.Tensor:
+    """c_x0(t)^2 / (2 sigma_t^2): the KL's weight on ||x0_hat - x_0||^2, float64 (T+1,).
 
-    Equals C_t for the "small" variance; nan at t < 2.
+    Equals C_t for the "small" variance (sigma_t^2 = sigma_q^2); nan at t < 2.
     """
     if variance == "small":
         return consistency_weight(schedule)
-    c_x0 = posterior_tables(schedule)[1]
+    c_x0 = posterior_coefficients(schedule).c_x0
     w = c_x0**2 / (2.0 * model_variance_table(schedule, variance, mmse))
     w[:2] = float("nan")
     return w
+
+
+#: the name used before kl_x0_weight
+mean_weight = kl_x0_weight
 
 
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ def check_equivalence(schedule: NoiseSchedule, batch: int = 16, dims: int = 64,
     """
     gen = torch.Generator().manual_seed(seed)
     T = schedule.T
-    c_xt, c_x0, var_q = D.posterior_tables(schedule)
+    c_xt, c_x0, var_q = D.posterior_coefficients(schedule)
     C = D.consistency_weight(schedule)
     C_direct = c_x0**2 / (2.0 * var_q)
     kls, mses, rels = [], [], []

@@ -100,7 +100,7 @@ def consistency_term(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor,
     x_t = D.q_sample(sched, x0, t, noise)
     x0_hat = denoiser.x0_hat(x_t, t)
     sq = ((x0_hat - x0) ** 2).flatten(1).sum(1).double()
-    w = D.mean_weight(sched, variance, mmse).to(t.device)[t]
+    w = D.kl_x0_weight(sched, variance, mmse).to(t.device)[t]
     m = D.variance_mismatch(sched, variance, mmse).to(t.device)[t]
     dims = x0[0].numel()
     return dims * m + w * sq
@@ -155,7 +155,7 @@ def stratum_proposal(denoiser: Denoiser, variance: D.Variance, proposal: Proposa
     if proposal == "uniform":
         q = torch.ones(denoiser.T + 1, dtype=torch.float64)
     elif proposal == "weight":
-        q = D.mean_weight(denoiser.schedule, variance, mmse).clone()
+        q = D.kl_x0_weight(denoiser.schedule, variance, mmse).clone()
         if denoiser.parameterization != "x0":
             q = q * D.raw_error_scale(denoiser.schedule, denoiser.parameterization,
                                       denoiser.sigma_data) ** 2
