@@ -196,7 +196,8 @@ def test_analytic_variance_minimises_the_expected_kl(e, t):
         return 0.5 * (math.log(var / var_q[t]) + var_q[t] / var - 1) + c_x0[t] ** 2 * e / (2 * var)
 
     best = D.model_variance_table(SCHED, "analytic", mm)[t]
-    kl = D.variance_mismatch(SCHED, "analytic", mm)[t] + D.kl_x0_weight(SCHED, "analytic", mm)[t] * e
+    kl = (D.variance_mismatch(SCHED, "analytic", mm)[t]
+          + D.kl_x0_weight(SCHED, "analytic", mm)[t] * e)
     assert float(kl) == pytest.approx(float(expected_kl(best)), rel=1e-9, abs=1e-15)
     for f in (0.7, 1.3):
         assert float(expected_kl(best * f)) >= float(kl) - 1e-15

@@ -168,7 +168,8 @@ def _gaussian_kl_swapped(mean1, var1, mean2, var2):
     return _ORIG["gaussian_kl"](mean1, var2, mean2, var1)
 
 
-_ORIG = {"posterior_coefficients": D.posterior_coefficients, "consistency_weight": D.consistency_weight,
+_ORIG = {"posterior_coefficients": D.posterior_coefficients,
+         "consistency_weight": D.consistency_weight,
          "eps_from_x0": D.eps_from_x0, "loss_weights": losses.loss_weights,
          "gaussian_kl": D.gaussian_kl}
 
