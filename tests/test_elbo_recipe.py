@@ -333,3 +333,25 @@ def test_train_cli_refuses_bad_recipe_flags(tmp_path, args, msg):
     assert p.returncode == 2, p.stderr
     assert msg in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ---- progress in a log file ------------------------------------------------------------------
+def test_progress_prints_periodic_lines_when_not_a_terminal(monkeypatch):
+    import io
+
+    from ddpmkit.progress import LineProgress, progress
+
+    monkeypatch.setenv("DDPMKIT_PROGRESS", "lines")
+    assert isinstance(progress(range(3)), LineProgress)
+    buf = io.StringIO()
+    bar = LineProgress(total=1000, desc="train", unit="step", every_s=0.0, file=buf)
+    for _ in range(3):
+        bar.update(1)
+    bar.set_postfix(loss="0.1")
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 4 and "\r" not in buf.getvalue()
+    assert lines[0].startswith("train: 1/1000 step (0%)") and "loss=0.1" in lines[-1]
+    quiet = LineProgress(total=10, every_s=3600.0, file=buf)
+    quiet.update(5)
+    assert len(buf.getvalue().splitlines()) == 4  # nothing before the interval has passed

@@ -29,6 +29,7 @@ import torch
 from . import diffusion as D
 from .denoiser import Denoiser
 from .errors import InputError
+from .progress import progress as progress_bar
 
 Decoder = Literal["discrete", "gaussian", "levels"]
 DECODERS: tuple[str, ...] = ("discrete", "gaussian", "levels")
@@ -323,9 +324,7 @@ class ELBOEstimator:
         rows, by_t = [], []
         todo = range(n_batches)
         if progress and rank == 0:
-            from tqdm.auto import tqdm
-
-            todo = tqdm(todo, desc=f"-ELBO ({self.method})", unit="batch")
+            todo = progress_bar(todo, desc=f"-ELBO ({self.method})", unit="batch")
         for i in todo:
             x0 = data[i * B:(i + 1) * B]
             if i % world != rank:
@@ -429,9 +428,7 @@ def fit_mmse(denoiser: Denoiser, data: torch.Tensor, *, knots: int = 100, n: int
     vals = []
     it = range(0, len(ks), per)
     if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="mmse_t", unit="call")
+        it = progress_bar(it, desc="mmse_t", unit="call")
     for lo in it:
         ts = torch.tensor(ks[lo:lo + per], device=data.device)
         t = ts.repeat_interleave(x0.shape[0])
