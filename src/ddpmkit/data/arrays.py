@@ -25,11 +25,13 @@ import torch
 
 from ..errors import InputError
 from .dataset import Dataset, check_image_size, labels_tensor, resize_center_crop, resize_uint8
+from .limits import check_npy_file, check_npz_file
 
 FLOAT_RANGE_TOL = 1e-4
 
 
 def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    check_npz_file(path)  # every header against its member's real size and the budget
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.files)
@@ -53,6 +55,7 @@ def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _load_npy(path: Path) -> dict[str, np.ndarray]:
+    check_npy_file(path)  # the header against the file's real size and the budget
     try:
         return {"train": np.load(path, allow_pickle=False)}
     except ValueError as e:

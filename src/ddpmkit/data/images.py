@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from .dataset import Dataset, center_crop_size, check_image_size, uint8_to_unit
+from .limits import check_image_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B")
@@ -63,9 +64,12 @@ def read_image(path: str | os.PathLike, image_size: int | None = None) -> np.nda
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            check_image_header(img, path)
             img.load()  # decode now, so a truncated file fails here, naming itself
             arr = _to_array(img, path)
+    except Image.DecompressionBombError as e:
+        raise InputError(f"image {path} is a decompression bomb ({e}); remove it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"cannot read image {path} ({e}); remove or replace the file") from None
     if image_size is not None and arr.shape[:2] != (image_size, image_size):
