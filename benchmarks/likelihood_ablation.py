@@ -78,6 +78,46 @@ def run_row(name: str, steps: int, root: str, by_t: bool, seed: int) -> dict:
     return out
 
 
+def plot_by_t(rows: dict, path: Path) -> None:
+    """Per-t bits of the exact bound (first 100 test digits) against log-SNR, x0 vs v output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, label, color in (("x0_new_chain", "raw x0 output", "C3"),
+                               ("v_logsnr_ff", "v output", "C0")):
+        r = rows.get(name)
+        if r is None or "by_t_bpd_n100" not in r:
+            continue
+        lam = np.array(r["log_snr"])
+        by_t = np.array(r["by_t_bpd_n100"][1:])
+        by_t[0] = np.nan  # t = 1 is the decoder, shown in the legend
+        # bits per unit of log-SNR, so that the area under the curve is the consistency term
+        dlam = np.abs(np.gradient(lam))
+        ax.plot(lam, by_t / dlam, color=color,
+                label=f"{label}: {r['exact_n100_bpd']:.2f} bits/dim (decoder "
+                      f"{r['terms']['decoder']:.2f})")
+        ax2.plot(lam, np.nancumsum(by_t[::-1])[::-1], color=color, label=label)
+    ax.set_xlabel("log-SNR of step t (t = 1 at the right)")
+    ax.set_ylabel("bits/dim per unit log-SNR")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    ax.set_title("L_t of the exact bound, per unit log-SNR", fontsize=9)
+    ax2.set_xlabel("log-SNR")
+    ax2.set_ylabel("sum of L_s for s >= t (bits/dim)")
+    ax2.invert_xaxis()
+    ax2.legend(fontsize=8)
+    ax2.set_title("consistency bits accumulated from t = T down", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="*", default=list(ROWS), choices=list(ROWS))
@@ -87,8 +127,14 @@ def main() -> None:
     ap.add_argument("--by-t", action="store_true")
     ap.add_argument("--root", default="runs/bench")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--plot", action="store_true",
+                    help="draw docs/img/likelihood_by_t.png from the stored results and stop")
     args = ap.parse_args()
     rpath = Path(args.results)
+    if args.plot:
+        plot_by_t(json.loads(rpath.read_text())["rows"],
+                  Path(__file__).parents[1] / "docs" / "img" / "likelihood_by_t.png")
+        return
     old = json.loads(rpath.read_text()).get("rows", {}) if rpath.exists() else {}
     t0 = time.perf_counter()
     n = len(args.only)

@@ -115,3 +115,26 @@ def test_train_on_a_hostile_file_exits_2_with_one_line(tmp_path, kind):
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ---- one exit path ------------------------------------------------------------------------
+def _boom(*a, **k):
+    raise RuntimeError("something inside broke")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_internal_error_is_one_line_and_exit_1_unless_debug(monkeypatch, capsys, debug):
+    import ddpmkit.equivalence as eq
+    from ddpmkit.cli import main
+
+    monkeypatch.setattr(eq, "check_equivalence", _boom)
+    monkeypatch.delenv("DDPMKIT_DEBUG", raising=False)
+    code = main((["--debug"] if debug else []) + ["equivalence", "--T", "100"])
+    err = capsys.readouterr().err
+    assert code == 1
+    if debug:
+        assert "Traceback" in err and "RuntimeError: something inside broke" in err
+    else:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "internal error: RuntimeError: something inside broke" in err
+        assert "--debug" in err and "Traceback" not in err
