@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 from .errors import InputError
 from .evaluate import bucket_bpd, compare_bpd, load_evals
+from .figures import elbo_by_t_png, error_by_t_png, training_curves_png, weights_png
 from .io import atomic_write_bytes
 
 REPORT_NAME = "report.html"
@@ -60,205 +60,21 @@ def _newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.name) if paths else None
 
 
-# --- figures --------------------------------------------------------------------------------
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"axes.spines.top": False, "axes.spines.right": False,
-                         "axes.grid": True, "grid.alpha": 0.25, "font.size": 9,
-                         "axes.titlesize": 10, "axes.titleweight": "bold",
-                         "axes.prop_cycle": plt.cycler(color=PALETTE)})
-    return plt
-
-
-PALETTE = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#868e96", "#0b7285"]
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for r in records:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            xs.append(r["step"])
-            ys.append(float(v))
-    return xs, ys
-
-
-def fig_training_curves(records: list[dict]) -> bytes:
-    """Loss (log), gradient norm, learning rate and throughput against the step."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(13, 2.9))
-    specs = [("loss", "training loss (weighted x0-MSE / mean weight)", True),
-             ("grad_norm", "gradient norm (before clipping)", True),
-             ("lr", "learning rate", False), ("imgs_per_s", "throughput (examples / s)", False)]
-    for ax, (key, title, log) in zip(axes, specs):
-        xs, ys = _series(records, key)
-        if xs:
-            ax.plot(xs, ys, lw=1.3, color=PALETTE[0], marker="o" if len(xs) < 20 else None,
-                    ms=3)
-            if log and min(ys) > 0:
-                ax.set_yscale("log")
-        else:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    return _png(fig)
-
-
-def fig_error_by_t(records: list[dict]) -> bytes | None:
-    """x0-MSE per dimension by t-bucket over training (heat map) and at a few steps (lines)."""
-    import numpy as np
-
-    recs = [r for r in records if r.get("mse_by_t")]
-    if not recs:
-        return None
-    nb = len(recs[0]["mse_by_t"])
-    grid = np.array([[np.nan if v is None else v for v in r["mse_by_t"]] for r in recs
-                     if len(r["mse_by_t"]) == nb], dtype=float)
-    plt = _plt()
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.4, 1]})
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lg = np.log10(grid)
-    s0, s1 = recs[0]["step"], recs[-1]["step"]
-    if s1 == s0:  # a single record: give the one column a width
-        s0, s1 = s0 - 0.5, s1 + 0.5
-    im = a0.imshow(lg.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                   extent=(s0, s1, 0, 1))
-    a0.set_xlabel("step")
-    a0.set_ylabel("t / T")
-    a0.grid(False)
-    a0.set_title("log10 x0-MSE per dimension, by t bucket, during training")
-    fig.colorbar(im, ax=a0, fraction=0.04)
-    centers = (np.arange(nb) + 0.5) / nb
-    picks = sorted({0, len(recs) // 4, len(recs) // 2, len(recs) - 1})
-    for j, k in enumerate(picks):
-        y = np.array([np.nan if v is None else v for v in recs[k]["mse_by_t"]], dtype=float)
-        a1.plot(centers, y, marker="o", ms=3, lw=1.2, color=PALETTE[j % len(PALETTE)],
-                label=f"step {recs[k]['step']}")
-    a1.set_yscale("log")
-    a1.set_xlabel("t / T")
-    a1.set_ylabel("x0-MSE per dimension")
-    a1.set_title("the denoiser's error by t")
-    a1.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def fig_weights(schedule, weighting: str, gamma: float) -> bytes:
-    """C_t (the ELBO weight on ||x0_hat - x0||^2) and the run's weighting, both per unit mean."""
-    import numpy as np
-
-    from .losses import loss_weights
-
-    c = loss_weights(schedule, "elbo").numpy()
-    w = loss_weights(schedule, weighting, gamma=gamma).numpy()
-    T = schedule.T
-    t = np.arange(2, T + 1)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.2, 3.4))
-    ax.plot(t, c[2:], color="k", lw=2, label="C_t = (snr_{t-1} - snr_t) / 2  (ELBO)")
-    if weighting != "elbo":
-        ax.plot(np.arange(1, T + 1), w[1:] * (c[2:].mean() / w[1:].mean()), lw=1.6,
-                color=PALETTE[1], label=f"w(t) of '{weighting}' (scaled to C_t's mean)")
-    ax.set_yscale("log")
-    ax.set_xlabel("t")
-    ax.set_ylabel("weight on ||x0_hat - x0||^2")
-    ax.set_title(f"{schedule.name} schedule, T = {T}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def fig_elbo_by_t(res: dict[str, Any]) -> bytes:
-    """L_t in bits/dim against t (log), and the -ELBO split into prior, t-buckets, decoder."""
-    import numpy as np
-
-    by_t = np.asarray(res["by_t_bpd"], dtype=float)
-    t = np.arange(len(by_t))
-    plt = _plt()
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1.3, 1]})
-    a0.plot(t[2:], by_t[2:], lw=1, color=PALETTE[0])
-    a0.set_yscale("log")
-    a0.set_xlabel("t")
-    a0.set_ylabel("bits/dim")
-    a0.set_title("consistency terms L_t = C_t E||x0_hat - x0||^2 (+ D m_t)")
-    buckets = res.get("consistency_by_bucket") or bucket_bpd(res["by_t_bpd"])
-    terms = res["terms_bpd"]
-    labels = ["prior L_T"] + [f"t {b['t_lo']}-{b['t_hi']}" for b in buckets] + ["decoder L_1"]
-    vals = [terms["prior"]] + [b["bpd"] for b in buckets] + [terms["decoder"]]
-    colors = [PALETTE[5]] + [PALETTE[0]] * len(buckets) + [PALETTE[1]]
-    y = np.arange(len(vals))[::-1]
-    a1.barh(y, vals, color=colors)
-    a1.set_yticks(y, labels, fontsize=7)
-    a1.set_xlabel("bits/dim")
-    a1.set_title(f"-ELBO = {res['bpd']:.3f} bits/dim, term by term")
-    a1.grid(axis="y", alpha=0)
-    fig.tight_layout()
-    return _png(fig)
-
-
 # --- drawing from the checkpoint ------------------------------------------------------------
 
 def draw_from_checkpoint(run_dir: Path, device: str = "cpu", seed: int = 0,
                          ) -> tuple[bytes | None, bytes | None, dict[str, Any]]:
     """(samples grid PNG, trajectory PNG or None for vector data, meta) from the EMA weights."""
-    import torch
-
-    from .plots import image_grid, plot_trajectory, save_samples
-    from .samplers import sample_ancestral
+    from .figures import preview
     from .train import load_denoiser
 
     loaded = load_denoiser(run_dir, device=device, verbose=False)
     kind = loaded.run.data["kind"]
-    shape = tuple(loaded.run.data["shape"])
-    den = loaded.denoiser
-    steps = min(den.T, 100)
-    clip = "clip" if kind == "image" else "none"
-    meta = {"sampler": "ancestral", "steps": steps, "clip": clip, "seed": seed,
-            "step": loaded.step, "ema": True, "model_sha256": loaded.model_sha256}
-    tmp = run_dir / ".report_tmp"
-    tmp.mkdir(exist_ok=True)
-    try:
-        g = torch.Generator(device=device).manual_seed(seed)
-        n = 64 if kind == "image" else 2000
-        res = sample_ancestral(den, (n, *shape), steps=steps, clip=clip, generator=g,
-                               device=device, return_trajectory=kind == "image")
-        if kind == "image":
-            from PIL import Image
-
-            buf = io.BytesIO()
-            Image.fromarray(image_grid(res.x[:64], nrow=8)).save(buf, format="PNG")
-            grid = buf.getvalue()
-            plot_trajectory([_first(s, 6) for s in res.trajectory], tmp / "t.png", n_show=6)
-            traj = (tmp / "t.png").read_bytes()
-        else:
-            save_samples(res.x, tmp / "s.png", kind=kind)
-            grid, traj = (tmp / "s.png").read_bytes(), None
-    finally:
-        for p in tmp.glob("*"):
-            p.unlink()
-        tmp.rmdir()
-    return grid, traj, meta
-
-
-def _first(step, n: int):
-    from .samplers.common import Step
-
-    return Step(k=step.k, t=step.t, x_t=step.x_t[:n], x0_hat=step.x0_hat[:n])
+    steps = min(loaded.denoiser.T, 100)
+    pic = preview(loaded.denoiser, kind, loaded.run.data["shape"],
+                  n=64 if kind == "image" else 2000, steps=steps, seed=seed, device=device,
+                  trajectory=kind == "image", n_show=6)
+    return pic.samples, pic.trajectory, {"steps": steps, "step": loaded.step}
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -535,8 +351,8 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
         parts.append(_section("samples", "Samples", "No checkpoint yet: nothing to draw.", ""))
 
     if records:
-        body = _img(fig_training_curves(records), "training curves")
-        err = fig_error_by_t(records)
+        body = _img(training_curves_png(records), "training curves")
+        err = error_by_t_png(records)
         if err:
             body += "<br>" + _img(err, "error by t")
         parts.append(_section("training", "Training", f"{len(records)} log records from "
@@ -550,7 +366,7 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
         f"minimises w(t)‖x̂₀ − x₀‖² with the <span class='pill'>{_e(cfg.weighting)}</span> "
         f"weighting{gamma}, t ~ {_e(cfg.timesteps)}, parameterization "
         f"<span class='pill'>{_e(cfg.parameterization)}</span>.",
-        _img(fig_weights(schedule, cfg.weighting, cfg.gamma), "C_t and w(t)")))
+        _img(weights_png(schedule, cfg.weighting, cfg.gamma), "C_t and w(t)")))
 
     exact = next((r for r in reversed(evals) if r.get("by_t_bpd")), None)
     if exact is not None:
@@ -558,7 +374,8 @@ def build_report(run_dir: str | os.PathLike, *, device: str = "cpu", draw: bool 
             "elbo", "ELBO terms by t",
             f"From the exact evaluation on the {_e(exact['split'])} split (n = {exact['n']}): "
             "prior L_T, every consistency term L_t, decoder L_1.",
-            _img(fig_elbo_by_t(exact), "ELBO by t")))
+            _img(elbo_by_t_png(exact, exact.get("consistency_by_bucket")
+                               or bucket_bpd(exact["by_t_bpd"])), "ELBO by t")))
     elif (run_dir / "loss_by_t.png").is_file():
         parts.append(_section(
             "elbo", "Loss and ELBO terms by t", "From the demo (loss_by_t.png).",

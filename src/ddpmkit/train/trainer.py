@@ -456,14 +456,11 @@ class _Window:
                 "elapsed_s": elapsed}
 
 
-@torch.no_grad()
-def _sample_grid(net, run: Run, path: Path, device: str, n: int = 64) -> None:
-    from ..plots import save_samples
-    from ..samplers import sample_ancestral
+def _sample_grid(net: torch.nn.Module, run: Run, path: Path, device: str, n: int = 64) -> None:
+    """The preview of the EMA weights: n ancestral samples, at most 100 steps, seed 0."""
+    from ..figures import preview, save
 
-    den = run.build_denoiser(net)
-    shape = (n, *run.data["shape"])
-    res = sample_ancestral(den, shape, steps=min(100, run.config.T), seed=0, device=device,
-                           clip="clip" if run.data["kind"] == "image" else "none")
+    pic = preview(run.build_denoiser(net), run.data["kind"], run.data["shape"], n=n,
+                  steps=min(100, run.config.T), seed=0, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_samples(res.x.cpu(), path, kind=run.data["kind"])
+    save(pic.samples, path)
