@@ -5,7 +5,7 @@
 
 RUN is a digits run directory, e.g. from ``ddpmkit train --data digits --out RUN --minutes 10``.
 
-Writes docs/img/theory_weights.png (``ddpmkit.plots.plot_weights``),
+Writes docs/img/theory_weights.png (``ddpmkit.figures.all_weights_png``),
 docs/img/theory_parameterizations.png (the unweighted MSE of each parameterization as a weight
 on the x0-MSE, against the ELBO's C_t) and, with ``--trajectory``, docs/img/theory_trajectory.png
 (x_t and x0_hat(x_t, t) side by side during ancestral sampling of a trained digits model).
@@ -22,9 +22,9 @@ import torch
 
 from ddpmkit import diffusion as D
 from ddpmkit.denoiser import Denoiser
+from ddpmkit.figures import all_weights_png, save
 from ddpmkit.io import atomic_write_bytes
 from ddpmkit.losses import loss_weights
-from ddpmkit.plots import plot_weights
 from ddpmkit.samplers import sample_ancestral
 from ddpmkit.schedules import NoiseSchedule, cosine, linear
 
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_weights(linear(1000), str(args.out / "theory_weights.png"))
+    save(all_weights_png(linear(1000)), args.out / "theory_weights.png")
     figure_parameterizations(args.out / "theory_parameterizations.png")
     print(f"wrote theory_weights.png and theory_parameterizations.png in {args.out}")
     if args.trajectory:

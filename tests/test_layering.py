@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "ddpmkit"
 LAYER = {
     "errors": 0, "io": 0, "progress": 0, "schedules": 1, "nets": 1, "data": 1, "diffusion": 2,
     "denoiser": 3, "losses": 3, "equivalence": 3, "likelihood": 4, "samplers": 4,
-    "metrics": 4, "calibrate": 5, "plots": 5, "generate": 5, "train": 6, "report": 7,
+    "metrics": 4, "calibrate": 5, "figures": 5, "generate": 5, "train": 6, "report": 7,
     "evaluate": 7, "demo": 8,
     "distributed": 6, "cli": 9, "__main__": 10, "__init__": 10,
 }
@@ -70,7 +70,7 @@ def test_maths_imports_no_io_and_networks_no_maths():
     for path in PKG.rglob("*.py"):
         me = _top(path)
         for mod, names in _imports(path):
-            if me in PURE_MATHS and (mod in ("torch.nn", "ddpmkit.io", "ddpmkit.plots")
+            if me in PURE_MATHS and (mod in ("torch.nn", "ddpmkit.io", "ddpmkit.figures")
                                      or (mod == "torch" and "nn" in names)
                                      or mod.split(".")[0] in ("os", "pathlib", "json",
                                                               "safetensors", "PIL")):

@@ -6,7 +6,6 @@ checkpoints/), samples.png, trajectory.png, loss_by_t.png, metrics.json and repo
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +53,10 @@ def prepare_out(out: Path) -> None:
 def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
              say=print) -> dict[str, Any]:
     from .evaluate import eval_bpd, eval_samples
+    from .figures import loss_by_t_png, preview, samples_png, save
     from .likelihood import ELBOEstimator
     from .losses import loss_weights
-    from .plots import plot_loss_by_t, plot_trajectory, save_samples
-    from .samplers import sample_ancestral
-    from .train import TrainConfig, load_denoiser, train
+    from .train import TrainConfig, load_denoiser, read_log, train
 
     out = Path(cfg.out)
     prepare_out(out)
@@ -78,20 +76,19 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
     quality, samples = eval_samples(loaded, n=cfg.n, sampler=cfg.sampler,
                                     steps=cfg.sample_steps, seed=cfg.seed, device=device,
                                     progress=progress)
-    save_samples(samples[:100], out / "samples.png")
-    g = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    traj = sample_ancestral(loaded.denoiser, (8, 1, 8, 8), generator=g, device=device,
-                            clip="clip", return_trajectory=True)
-    plot_trajectory(traj.trajectory, out / "trajectory.png")
+    save(samples_png(samples[:100]), out / "samples.png")
+    traj = preview(loaded.denoiser, "image", loaded.run.data["shape"], n=8, seed=cfg.seed + 1,
+                   device=device, trajectory=True).trajectory
+    save(traj, out / "trajectory.png")
 
     T = loaded.denoiser.T
     say(f"[3/4] test-split bits/dim ({cfg.bpd}, all T = {T} terms)" if cfg.bpd == "exact"
         else f"[3/4] test-split bits/dim ({cfg.bpd})")
     bpd = eval_bpd(loaded, estimator=ELBOEstimator(method=cfg.bpd), device=device,
                    progress=progress, seed=cfg.seed)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    records = read_log(out)
     C_t = loss_weights(loaded.denoiser.schedule, "elbo")
-    plot_loss_by_t(records, bpd.get("by_t_bpd"), C_t.tolist(), out / "loss_by_t.png")
+    save(loss_by_t_png(records, bpd.get("by_t_bpd"), C_t.tolist()), out / "loss_by_t.png")
 
     metrics = {
         "test_bpd": bpd["bpd"], "test_bpd_se": bpd["se_bpd"], "bpd_method": bpd["method"],

@@ -30,9 +30,9 @@ def run_equivalence(args) -> int:
     sched = make_schedule(args.schedule, args.T)
     res = check_equivalence(sched, seed=args.seed)
     if args.plot:
-        from ..plots import plot_weights
+        from ..figures import all_weights_png, save
 
-        plot_weights(sched, args.plot)
+        save(all_weights_png(sched), args.plot)
     out = {"schedule": args.schedule, "T": args.T, **res.as_dict()}
     if args.json:
         emit_json(out)

@@ -50,8 +50,8 @@ def run(args) -> int:
     import numpy as np
 
     from ..distributed import generate_sharded, init_from_env
+    from ..figures import samples_png, save
     from ..io import atomic_write_npz
-    from ..plots import save_samples
     from ..train import load_denoiser
 
     out = Path(args.out)
@@ -84,7 +84,7 @@ def run(args) -> int:
         atomic_write_npz(out, {key: arr.numpy().astype(np.float32),
                                "meta": np.array(json.dumps(meta))})
     else:
-        save_samples(x, out, kind=kind)
+        save(samples_png(x, kind=kind), out)
     result = {"out": str(out), "n": int(x.shape[0]), **meta}
     if args.json:
         emit_json(result)

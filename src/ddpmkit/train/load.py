@@ -9,7 +9,7 @@ from pathlib import Path
 from ..denoiser import Denoiser
 from ..errors import InputError
 from .checkpoint import STEP_DIR, check_state_dict, newest_valid_checkpoint, verify_checkpoint
-from .trainer import Run, read_run
+from .run import Run, read_run
 
 
 @dataclass
