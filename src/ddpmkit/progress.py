@@ -5,7 +5,8 @@ interface (iteration, ``update``, ``set_postfix``, ``close``). When stderr is a 
 a tqdm bar. Otherwise (a log file, a pipe, CI) a bar's carriage-return redraws would flood the
 file, so it prints one plain line every ``every_s`` seconds (and one at the end):
 ``train: 500/1500 step (33%), 61 s, ~122 s left, loss=0.0123``.
-``DDPMKIT_PROGRESS=bar|lines|off`` overrides the choice.
+``DDPMKIT_PROGRESS=bar|lines|off`` overrides the choice; ``DDPMKIT_PROGRESS_EVERY_S`` sets the
+interval of the status lines (default 30 s).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ class LineProgress:
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None,
                  desc: str = "", unit: str = "it", initial: int = 0,
-                 every_s: float = LINE_EVERY_S, file=None, **_: Any) -> None:
+                 every_s: float | None = None, file=None, **_: Any) -> None:
+        if every_s is None:
+            try:
+                every_s = float(os.environ.get("DDPMKIT_PROGRESS_EVERY_S", LINE_EVERY_S))
+            except ValueError:
+                every_s = LINE_EVERY_S
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]

@@ -14,6 +14,11 @@ EXAMPLES = """examples:
       --steps 800000                             # on CPU: Winograd 3x3 convs, ~1.35x faster
   ddpmkit train --data ring --out runs/ring --steps 6000 --batch-size 256 --lr 2e-3
   ddpmkit train --out runs/digits --resume        # continue exactly where it stopped
+
+SIGTERM or SIGINT (Ctrl-C) stop after the step in flight: its checkpoint is written, log.jsonl
+says why, and the exit code is 143 (SIGTERM) or 130 (SIGINT); --resume then ends bit for bit
+where an uninterrupted run would. A second signal aborts at once (no half checkpoint). One
+trainer per run directory: a second one exits 2 naming the first (docs/reliability.md).
   torchrun --nproc_per_node=2 -m ddpmkit train --data digits --out runs/ddp --steps 2000
   torchrun --nproc_per_node=2 -m ddpmkit train --out runs/ddp --resume   # docs/distributed.md
 """
@@ -151,8 +156,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args) -> int:
+    import signal
+    import sys
+
     from ..distributed import init_from_env
     from ..train import train
+    from ..train.signals import StopRequested
 
     cfg = config_from_args(args)
     dist, device = init_from_env(args.device)
@@ -160,6 +169,15 @@ def run(args) -> int:
         res = train(cfg, args.out, resume=args.resume, device=device,
                     progress=not args.no_progress and not args.json, dist=dist,
                     allow_world_change=args.allow_world_change)
+    except StopRequested as e:  # SIGTERM/SIGINT: the checkpoint of that step is written
+        if dist.is_main:
+            if args.json:
+                emit_json({"run_dir": str(args.out), "stopped": True, "step": e.step,
+                           "signal": signal.Signals(e.signum).name, "exit_code": e.exit_code})
+            print(f"ddpmkit train: stopped by {signal.Signals(e.signum).name} after step "
+                  f"{e.step}; its checkpoint is written; continue with 'ddpmkit train --out "
+                  f"{args.out} --resume'", file=sys.stderr, flush=True)
+        return e.exit_code
     finally:
         dist.close()
     if not dist.is_main:

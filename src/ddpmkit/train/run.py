@@ -112,7 +112,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, run: Run, dist: Dist) -> None:
 def check_run_dir(run_dir: Path, resume: bool, run: Run) -> None:
     """InputError unless ``run`` may be written to (or, resumed, continues) ``run_dir``."""
     cfg_path = run_dir / "config.json"
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()) and not resume:
         raise InputError(f"run directory {run_dir} already exists; pass --resume to continue it "
                          "or choose another --out")
     if resume and cfg_path.is_file():

@@ -5,10 +5,11 @@ loop checks ``stop.requested`` between steps, writes a checkpoint of that exact 
 record, and exits with ``EXIT_CODES[signal]`` (143 for SIGTERM, 130 for SIGINT: the shell's
 128 + signal number, so schedulers and scripts read it as "stopped by that signal").
 
-A second signal while the checkpoint is being written aborts at once (KeyboardInterrupt): the
-checkpoint is written to a temporary directory and renamed into place, so the abort leaves the
-previous checkpoints as they were and no half-written one. Handlers can only be installed in
-the main thread; elsewhere (a library user's worker thread) signals keep their defaults.
+A second signal aborts at once (KeyboardInterrupt, exit 130), also while the checkpoint is
+being written: it is written to a temporary directory and renamed into place, so the abort
+leaves the previous checkpoints as they were and no half-written one. Handlers can only be
+installed in the main thread; elsewhere (a library user's worker thread) signals keep their
+defaults.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ class StopOnSignal:
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
         self.signals = signals
         self.requested: int | None = None
-        self.saving = False
         self._old: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested is not None or self.saving:
+        if self.requested is not None:
             raise KeyboardInterrupt  # the second signal: stop now (no checkpoint is half-made)
         self.requested = signum
 

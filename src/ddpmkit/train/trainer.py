@@ -12,8 +12,10 @@ bit, as one that was never interrupted (tests/test_train.py checks it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +45,10 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .ema import EMA
+from .lock import RunLock
 from .rng import dropout_seed, rank_rng_states, restore_rng, rng_state
 from .run import Run, append_log, make_run, prepare_run_dir, truncate_log
+from .signals import StopOnSignal, StopRequested
 
 N_BUCKETS = 10
 
@@ -133,8 +137,17 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     run_dir = Path(run_dir)
     data = _training_data(cfg, dataset, dist)
     run = make_run(cfg, data)
-    cfg = run.config  # "auto" values resolved for this data
     prepare_run_dir(run_dir, resume, run, dist)
+    with _run_lock(run_dir, dist), StopOnSignal() as stop:
+        return _train(run, data, run_dir, resume, progress, device, dist, stop_after, on_log,
+                      allow_world_change, stop)
+
+
+def _train(run: Run, data: Dataset, run_dir: Path, resume: bool, progress: bool, device: str,
+           dist: Dist, stop_after: int | None, on_log: Callable[[dict], None] | None,
+           allow_world_change: bool, stop: StopOnSignal) -> TrainResult:
+    """The loop of :func:`train`, inside the run lock and the signal handlers."""
+    cfg = run.config  # "auto" values resolved for this data
     tr = _setup(run, data, dist, device)
     step, elapsed0 = _resume(tr, run_dir, allow_world_change) if resume else (0, 0.0)
     den = run.build_denoiser(_parallel(tr.net, cfg, dist, device))
@@ -163,11 +176,57 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             dist.barrier()
         if cfg.sample_every and (step % cfg.sample_every == 0 or finished) and dist.is_main:
             _sample_grid(tr.ema.shadow, run, run_dir / "samples" / f"step_{step:07d}.png", device)
+        signum = _stop_signal(stop, dist)
+        if signum is not None and not finished:
+            _stop_here(tr, run_dir, step, time.perf_counter() - t0, signum, ck_path, bar)
     if bar is not None:
         bar.close()
     total = time.perf_counter() - t0
     ips = step * cfg.batch_size / total if finished and total > 0 else 0.0  # 0 if stopped
     return TrainResult(run_dir, step, total, ips, _mean_over_ranks(last, dist), ck_path)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, dist: Dist):
+    """RUN_DIR/.lock held by rank 0 for the whole run; every rank fails alike without it."""
+    lock, err = RunLock(run_dir), None
+    if dist.is_main:
+        try:
+            lock.acquire()
+        except InputError as e:
+            err = e
+    failed = bool(dist.broadcast(torch.tensor([float(err is not None)])).item())
+    if failed:
+        raise err or InputError(f"{run_dir} is being trained by another process (rank 0 could "
+                                "not take its lock)")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _stop_signal(stop: StopOnSignal, dist: Dist) -> int | None:
+    """The signal that asks every rank to stop after this step (one rank signalled is
+    enough: the flags are summed over ranks), or None."""
+    mine = stop.requested or 0
+    if dist.world > 1:  # one collective a step; several signalled ranks: the largest signal
+        mine = int(dist.all_gather(torch.tensor([[float(mine)]], dtype=torch.float64)).max())
+    return mine or None
+
+
+def _stop_here(tr: _Training, run_dir: Path, step: int, elapsed: float, signum: int,
+               ck_path: Path | None, bar) -> None:
+    """Checkpoint this exact step (if the loop did not just do it), log why, and raise."""
+    if ck_path is None or not ck_path.name.endswith(f"{step:07d}"):
+        _save(tr, run_dir, step, elapsed)
+    _log(run_dir, {"step": step, "event": "stopped", "signal": signal.Signals(signum).name,
+                   "elapsed_s": elapsed}, tr.dist, None)
+    # no rank leaves before rank 0 has written: under torchrun the first rank to exit makes
+    # the launcher signal the others, which would abort a write still in progress
+    tr.dist.barrier()
+    if bar is not None:
+        bar.close()
+    raise StopRequested(signum, step)
 
 
 # --- setting up -----------------------------------------------------------------------------
@@ -298,6 +357,8 @@ def _save(tr: _Training, run_dir: Path, step: int, elapsed: float) -> Path | Non
     otensors, state = _checkpoint_state(tr, step, elapsed)
     if rank_rng is not None:
         state["rng_ranks"] = rank_rng
+    # a second signal during the write raises KeyboardInterrupt in it: save_checkpoint then
+    # removes its temporary directory, and the previous checkpoints stay as they were
     return save_checkpoint(run_dir, step, model=tr.net.state_dict(), ema=tr.ema.state_dict(),
                            optim=otensors, state=state, keep=tr.cfg.keep_checkpoints)
 
