@@ -138,3 +138,66 @@ def test_an_internal_error_is_one_line_and_exit_1_unless_debug(monkeypatch, caps
         lines = err.strip().splitlines()
         assert len(lines) == 1 and "internal error: RuntimeError: something inside broke" in err
         assert "--debug" in err and "Traceback" not in err
+
+
+# ---- safetensors headers against the run's config -------------------------------------------
+def _reseal(ck_dir):
+    """Re-record the tensor files' sha256 and the state hash, as a forger would."""
+    import json
+
+    from ddpmkit.io import sha256_file
+    from ddpmkit.train.checkpoint import _state_hash
+
+    sj = ck_dir / "state.json"
+    st = json.loads(sj.read_text())
+    for name in ("model.safetensors", "ema.safetensors", "optim.safetensors"):
+        st["hashes"][name] = sha256_file(ck_dir / name)
+    st["state_sha256"] = _state_hash(st)
+    sj.write_text(json.dumps(st))
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    from ddpmkit.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(data="digits", steps=2, batch_size=8, sample_every=0, checkpoint_every=2,
+                      net_overrides={"ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1,
+                                     "norm_groups": 4, "mid_attn": False}), run, progress=False)
+    return run
+
+
+@pytest.mark.parametrize("forgery", ["other_shape", "offsets_past_the_end"])
+def test_a_forged_safetensors_header_is_refused_before_loading(tiny_run, monkeypatch, forgery):
+    import ddpmkit.train.checkpoint as ck
+    from ddpmkit.train import load_denoiser
+
+    ck_dir = tiny_run / "checkpoints" / "step_0000002"
+    f = ck_dir / "ema.safetensors"
+    raw = f.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    import json
+
+    head = json.loads(raw[8:8 + n])
+    name = next(k for k in head if k != "__metadata__" and len(head[k]["shape"]) == 4)
+    if forgery == "other_shape":  # same bytes, a shape of the same size the net does not have
+        s = head[name]["shape"]
+        head[name]["shape"] = [s[1], s[0], s[2], s[3]] if s[0] != s[1] else [s[0] * s[1], 1,
+                                                                            s[2], s[3]]
+    else:
+        head[name]["data_offsets"][1] += 10**9
+    body = json.dumps(head).encode()
+    body += b" " * (-len(body) % 8)
+    f.write_bytes(len(body).to_bytes(8, "little") + body + raw[8 + n:])
+    _reseal(ck_dir)
+
+    def no_load(*a, **k):
+        raise AssertionError("a tensor file was loaded before its header was checked")
+
+    monkeypatch.setattr(ck, "load_file", no_load)
+    with pytest.raises(InputError, match="forged|fit this run's network"):
+        load_denoiser(tiny_run, verbose=False)
+    p = subprocess.run([sys.executable, "-m", "ddpmkit", "sample", str(tiny_run), "--n", "2",
+                        "--out", str(tiny_run / "x.npz")], capture_output=True, text=True)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tiny_run / "x.npz").exists()

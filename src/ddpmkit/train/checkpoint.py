@@ -165,13 +165,73 @@ class LoadedCheckpoint:
     optim: dict[str, torch.Tensor]
 
 
+SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4,
+                           "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_header(f: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{name: (dtype, shape)} from a safetensors file's header, checked against the file's
+    real size before anything is loaded: the header must fit, every tensor's byte range must lie
+    inside the file and match its dtype x shape. InputError naming the problem otherwise."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise InputError(f"{f} is too short to be a safetensors file")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, 100 * 1024 * 1024):
+            raise InputError(f"{f}: its header claims {n} bytes, more than the file holds")
+        try:
+            meta = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{f}: the safetensors header is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{f}: the safetensors header is not a JSON object")
+    data = size - 8 - n
+    out = {}
+    for name, info in meta.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+            lo, hi = (int(v) for v in info["data_offsets"])
+            width = SAFETENSORS_DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{f}: tensor {name!r} has a malformed header entry") from None
+        count = 1
+        for d in shape:
+            count *= d
+        if min(shape, default=0) < 0 or not 0 <= lo <= hi <= data or hi - lo != count * width:
+            raise InputError(f"{f}: tensor {name!r} claims shape {shape} ({dtype}) at bytes "
+                             f"{lo}..{hi} of {data}; the file is truncated or forged")
+        out[name] = (dtype, shape)
+    return out
+
+
+def check_header_against(header: dict[str, tuple[str, tuple[int, ...]]],
+                         expected: dict[str, tuple[int, ...]], what: str) -> None:
+    """The tensor names and shapes a header claims must be the network's, before loading."""
+    missing = sorted(set(expected) - set(header))
+    extra = sorted(set(header) - set(expected))
+    if missing or extra:
+        raise InputError(f"{what} does not fit this run's network: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]} (another architecture, or a forged file)")
+    for k, shape in expected.items():
+        if header[k][1] != tuple(shape):
+            raise InputError(f"{what} does not fit this run's network: {k} has shape "
+                             f"{header[k][1]} in its header, the config gives {tuple(shape)}")
+
+
 def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None = None,
-                      load_optim: bool = True) -> LoadedCheckpoint:
+                      load_optim: bool = True,
+                      expected: dict[str, tuple[int, ...]] | None = None) -> LoadedCheckpoint:
     """Load a checkpoint after checking it; InputError naming the first problem found.
 
     Checks: state.json parses and has this format; its step matches the folder name; every
-    tensor file exists and has the recorded sha256; safetensors parses it; and, when run_dir
-    is given, config.json has the hash recorded at save time.
+    tensor file exists and has the recorded sha256; its safetensors header is consistent with
+    the file's size and, given ``expected`` ({name: shape} of the run's network), names those
+    tensors with those shapes (model and EMA), all before the tensors are read; and, when
+    run_dir is given, config.json has the hash recorded at save time.
     """
     path = Path(path)
     where = f"checkpoint {path}"
@@ -196,38 +256,43 @@ def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None
     if m and (not isinstance(step, int) or int(m.group(1)) != step):
         raise InputError(f"{where}: state.json says step {step!r} but the folder is step "
                          f"{int(m.group(1))}; the checkpoint is inconsistent")
-    hashes = state.get("hashes") or {}
-    tensors = {}
-    for name in TENSOR_FILES:
-        f = path / name
-        if name == "optim.safetensors" and not load_optim:
-            continue
-        if not f.is_file():
-            raise InputError(f"{where}: {name} is missing")
-        if hashes.get(name) != sha256_file(f):
-            raise InputError(f"{where}: {name} does not match its recorded sha256 "
-                             "(truncated or corrupted file)")
-        try:
-            tensors[name] = load_file(str(f))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InputError(f"{where}: {name} is not a readable safetensors file ({e})") from None
     if run_dir is not None and state.get("config_sha256"):
         cfg = Path(run_dir) / "config.json"
         if cfg.is_file() and sha256_file(cfg) != state["config_sha256"]:
             raise InputError(f"{where}: config.json changed since this checkpoint was written; "
                              "restore it or start a new run directory")
+    hashes = state.get("hashes") or {}
+    names = [n for n in TENSOR_FILES if load_optim or n != "optim.safetensors"]
+    for name in names:  # every file checked, headers included, before any tensor is read
+        f = path / name
+        if not f.is_file():
+            raise InputError(f"{where}: {name} is missing")
+        if hashes.get(name) != sha256_file(f):
+            raise InputError(f"{where}: {name} does not match its recorded sha256 "
+                             "(truncated or corrupted file)")
+        header = safetensors_header(f)
+        if expected is not None and name != "optim.safetensors":
+            check_header_against(header, expected, f"{where}: {name}")
+    tensors = {}
+    for name in names:
+        try:
+            tensors[name] = load_file(str(path / name))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(f"{where}: {name} is not a readable safetensors file ({e})") from None
     return LoadedCheckpoint(path=path, step=int(step), state=state,
                             model=tensors["model.safetensors"], ema=tensors["ema.safetensors"],
                             optim=tensors.get("optim.safetensors", {}))
 
 
 def newest_valid_checkpoint(run_dir: str | os.PathLike, load_optim: bool = True,
+                            expected: dict[str, tuple[int, ...]] | None = None,
                             ) -> tuple[LoadedCheckpoint | None, list[tuple[Path, str]]]:
     """The newest checkpoint that verifies, and the (path, reason) of each newer one skipped."""
     skipped: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            return verify_checkpoint(path, run_dir, load_optim=load_optim), skipped
+            return verify_checkpoint(path, run_dir, load_optim=load_optim,
+                                     expected=expected), skipped
         except InputError as e:
             skipped.append((path, str(e)))
     return None, skipped

@@ -43,8 +43,11 @@ def load_denoiser(path: str | os.PathLike, *, ema: bool = True, device: str = "c
     """The (EMA) denoiser of a run's newest valid checkpoint, or of the given checkpoint."""
     run_dir, ck_dir = resolve_checkpoint(path)
     run = read_run(run_dir)
+    den = run.build_denoiser()
+    # the safetensors headers must name the run's tensors with their shapes before any is read
+    expected = {k: tuple(v.shape) for k, v in den.net.state_dict().items()}
     if ck_dir is None:
-        ck, skipped = newest_valid_checkpoint(run_dir, load_optim=False)
+        ck, skipped = newest_valid_checkpoint(run_dir, load_optim=False, expected=expected)
         for p, why in skipped:
             if verbose:
                 print(f"ddpmkit: skipping checkpoint {p.name}: {why}", flush=True)
@@ -54,8 +57,7 @@ def load_denoiser(path: str | os.PathLike, *, ema: bool = True, device: str = "c
         if ck is None:
             raise InputError(f"{run_dir} has no checkpoint yet; train it longer or resume")
     else:
-        ck = verify_checkpoint(ck_dir, run_dir, load_optim=False)
-    den = run.build_denoiser()
+        ck = verify_checkpoint(ck_dir, run_dir, load_optim=False, expected=expected)
     sd = ck.ema if ema else ck.model
     name = "ema.safetensors" if ema else "model.safetensors"
     check_state_dict(den.net, sd, f"{ck.path.name}/{name}")

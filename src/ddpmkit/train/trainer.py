@@ -284,7 +284,8 @@ def _parallel(net: torch.nn.Module, cfg: TrainConfig, dist: Dist, device: str,
 def _resume(tr: _Training, run_dir: Path, allow_world_change: bool) -> tuple[int, float]:
     """Load the newest valid checkpoint into ``tr``; (its step, elapsed seconds), (0, 0.0)
     if there is none. Log lines past that step are dropped."""
-    ck, skipped = newest_valid_checkpoint(run_dir)
+    ck, skipped = newest_valid_checkpoint(
+        run_dir, expected={k: tuple(v.shape) for k, v in tr.net.state_dict().items()})
     for path, why in skipped:
         _say(f"skipping checkpoint {path.name}: {why}", tr.dist)
     _check_same_checkpoint(ck, tr.dist)
