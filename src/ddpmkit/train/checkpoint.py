@@ -211,15 +211,21 @@ def safetensors_header(f: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
 def check_header_against(header: dict[str, tuple[str, tuple[int, ...]]],
                          expected: dict[str, tuple[int, ...]], what: str) -> None:
     """The tensor names and shapes a header claims must be the network's, before loading."""
-    missing = sorted(set(expected) - set(header))
-    extra = sorted(set(header) - set(expected))
+    check_names_and_shapes({k: v[1] for k, v in header.items()}, expected, what)
+
+
+def check_names_and_shapes(have: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]],
+                           what: str) -> None:
+    """``have`` must name exactly ``want``'s tensors with its shapes; else one InputError."""
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
     if missing or extra:
         raise InputError(f"{what} does not fit this run's network: missing {missing[:3]}, "
-                         f"unexpected {extra[:3]} (another architecture, or a forged file)")
-    for k, shape in expected.items():
-        if header[k][1] != tuple(shape):
+                         f"unexpected {extra[:3]} (another architecture, or a forged file?)")
+    for k, shape in want.items():
+        if tuple(have[k]) != tuple(shape):
             raise InputError(f"{what} does not fit this run's network: {k} has shape "
-                             f"{header[k][1]} in its header, the config gives {tuple(shape)}")
+                             f"{tuple(have[k])}, expected {tuple(shape)}")
 
 
 def verify_checkpoint(path: str | os.PathLike, run_dir: str | os.PathLike | None = None,
@@ -299,16 +305,10 @@ def newest_valid_checkpoint(run_dir: str | os.PathLike, load_optim: bool = True,
 
 
 def check_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
-    """Names and shapes of ``sd`` must equal the module's; else InputError naming the first."""
+    """Names and shapes of ``sd`` must equal the module's, its floats finite; else InputError."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    if missing or extra:
-        raise InputError(f"{what} does not fit this network: missing {missing[:3]}, unexpected "
-                         f"{extra[:3]} (was it saved with another architecture?)")
-    for k, v in own.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise InputError(f"{what} does not fit this network: {k} has shape "
-                             f"{tuple(sd[k].shape)}, expected {tuple(v.shape)}")
+    check_names_and_shapes({k: tuple(v.shape) for k, v in sd.items()},
+                           {k: tuple(v.shape) for k, v in own.items()}, what)
+    for k in own:
         if not torch.isfinite(sd[k]).all() if sd[k].is_floating_point() else False:
             raise InputError(f"{what}: tensor {k} holds NaN or Inf")
