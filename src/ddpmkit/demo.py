@@ -57,7 +57,7 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
     from .likelihood import ELBOEstimator
     from .losses import loss_weights
     from .plots import plot_loss_by_t, plot_trajectory, save_samples
-    from .samplers import sample_ancestral
+    from .samplers import sample
     from .train import TrainConfig, load_denoiser, train
 
     out = Path(cfg.out)
@@ -80,8 +80,8 @@ def run_demo(cfg: DemoConfig, *, device: str = "cpu", progress: bool = True,
                                     progress=progress)
     save_samples(samples[:100], out / "samples.png")
     g = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    traj = sample_ancestral(loaded.denoiser, (8, 1, 8, 8), generator=g, device=device,
-                            clip="clip", return_trajectory=True)
+    traj = sample(loaded.denoiser, (8, 1, 8, 8), sampler="ancestral", generator=g,
+                  device=device, clip="clip", return_trajectory=True)
     plot_trajectory(traj.trajectory, out / "trajectory.png")
 
     T = loaded.denoiser.T

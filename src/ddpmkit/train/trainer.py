@@ -517,11 +517,11 @@ class _Window:
 @torch.no_grad()
 def _sample_grid(net, run: Run, path: Path, device: str, n: int = 64) -> None:
     from ..plots import save_samples
-    from ..samplers import sample_ancestral
+    from ..samplers import sample
 
     den = run.build_denoiser(net)
     shape = (n, *run.data["shape"])
-    res = sample_ancestral(den, shape, steps=min(100, run.config.T), seed=0, device=device,
-                           clip="clip" if run.data["kind"] == "image" else "none")
+    res = sample(den, shape, sampler="ancestral", steps=min(100, run.config.T), seed=0,
+                 device=device, clip="clip" if run.data["kind"] == "image" else "none")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_samples(res.x.cpu(), path, kind=run.data["kind"])
