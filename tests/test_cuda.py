@@ -15,8 +15,9 @@ import torch
 
 from ddpmkit.denoiser import Denoiser
 from ddpmkit.generate import generate
-from ddpmkit.nets import build_net, maybe_compile, preset
+from ddpmkit.nets import build_net, preset
 from ddpmkit.schedules import make_schedule
+from ddpmkit.train import maybe_compile
 
 # DDPMKIT_TEST_DEVICE=cpu dry-runs these checks' own logic on a machine without a GPU
 CUDA = os.environ.get("DDPMKIT_TEST_DEVICE", "cuda")

@@ -39,6 +39,7 @@ from .checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
+from .compile import maybe_compile
 from .config import TrainConfig, default_preset, parse_fourier
 from .ema import EMA
 
@@ -331,7 +332,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             dev = torch.device("cuda", torch.cuda.current_device())
         model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     # compile the DDP wrapper, not the other way round (torch's DDPOptimizer needs to see it)
-    train_net = nets.maybe_compile(model, cfg.compile)
+    train_net = maybe_compile(model, cfg.compile)
     train_den = run.build_denoiser(train_net)
     x_all = data.train
     b_local = cfg.batch_size // dist.world
