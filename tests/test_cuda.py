@@ -128,6 +128,7 @@ def test_train_on_cuda_resume_and_load_on_cpu(tmp_path):
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.subprocess
 def test_cli_train_and_sample_on_cuda_bf16(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = tmp_path / "run"

@@ -183,6 +183,7 @@ def _losses(run_dir: Path) -> list[float]:
 # ----------------------------------------------------------------------------------- the tests
 
 
+@pytest.mark.subprocess
 def test_two_processes_with_global_batch_match_one_process(ddp_runs, single_eq):
     """N steps on 2 processes (global batch B = 2 x 8) end with the weights of 1 process, batch B.
 
@@ -213,6 +214,7 @@ def test_two_processes_with_global_batch_match_one_process(ddp_runs, single_eq):
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
 
 
+@pytest.mark.subprocess
 def test_log_is_written_once_by_rank_zero(ddp_runs):
     lines = (ddp_runs / "eq" / "log.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
@@ -221,6 +223,7 @@ def test_log_is_written_once_by_rank_zero(ddp_runs):
                                                                    "step_0000006"]
 
 
+@pytest.mark.subprocess
 def test_two_process_resume_is_bit_identical_to_an_uninterrupted_run(ddp_runs):
     """Killed after 6 steps (checkpoint at 4) and resumed on 2 processes: the same bits, with
     dropout (each rank's RNG stream is saved) and the importance sampler (gathered history)."""
@@ -233,6 +236,7 @@ def test_two_process_resume_is_bit_identical_to_an_uninterrupted_run(ddp_runs):
     assert st["rng_ranks"][0]["torch_cpu"] != st["rng_ranks"][1]["torch_cpu"]  # own dropout
 
 
+@pytest.mark.subprocess
 def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs, single_eq,
                                                                         digits, tmp_path):
     run = tmp_path / "eq"
@@ -246,6 +250,7 @@ def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs
                          files=("model.safetensors", "ema.safetensors")) < WEIGHT_ATOL
 
 
+@pytest.mark.subprocess
 def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
     """The one estimator shares batches out by ownership: both ranks make every batch's draws
     from the one generator and only the owner calls the network, so 2 ranks give the numbers
@@ -261,6 +266,7 @@ def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
     assert got["stratified/uniform"] != got["stratified/weight"]
 
 
+@pytest.mark.subprocess
 def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):
     two = torch.load(ddp_runs / "eval_samples.pt")
     res, one = eval_samples(load_denoiser(ddp_runs / "eq", verbose=False), **EVAL_SAMPLES)
@@ -269,6 +275,7 @@ def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):
     assert res["chunk"] == 8 and "fd" in res
 
 
+@pytest.mark.subprocess
 def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_path):
     """10 samples in chunks of 4: rank 0 draws chunks 0 and 2, rank 1 chunk 1; gathered in order
     they equal one process's samples exactly."""
@@ -285,6 +292,7 @@ def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_pa
     assert len(np.unique(one["images"].reshape(10, -1), axis=0)) == 10  # chunks differ
 
 
+@pytest.mark.subprocess
 def test_eval_under_torchrun_gives_the_numbers_of_one_process(eval_run, tmp_path):
     """`torchrun -m ddpmkit eval --bpd stratified --fd`: 40 examples in batches of 8 (rank 0
     evaluates batches 0, 2, 4, rank 1 batches 1, 3) and 20 samples in chunks of 8 (rank 0
@@ -311,6 +319,7 @@ def test_eval_under_torchrun_gives_the_numbers_of_one_process(eval_run, tmp_path
     assert one["samples_ddim_3_clip_n20_c8_seed3_step0000002_ema.json"]["fd"] > 0
 
 
+@pytest.mark.subprocess
 def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_run, tmp_path):
     """--bpd exact on 20 examples in batches of 6 (4 batches, 2 per rank; 4 t per network
     call): the numbers of one process, bit for bit, and one file written, by rank 0."""
@@ -335,6 +344,7 @@ def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_
     assert not [w for w in rec[1]["writes"] if w.startswith(str(run))]
 
 
+@pytest.mark.subprocess
 def test_eval_under_torchrun_ends_every_rank_with_one_exit_code(eval_run, tmp_path):
     """Rank 0 cannot store its result (a folder has the file's name): it reports that in one
     line and exits 2, and rank 1, which writes nothing, exits 2 as well."""
@@ -366,6 +376,7 @@ def test_eval_help_names_the_torchrun_spelling_of_n(capsys):
     assert p.parse_args(["eval", "r"]).sample_batch_size == sig["chunk"].default
 
 
+@pytest.mark.subprocess
 def test_a_crashing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
     """Rank 1 raises while rank 0 waits in a barrier (whose own time-out is 120 s here):
     torchrun stops rank 0 and exits non-zero well inside the launch time-out."""
@@ -374,6 +385,7 @@ def test_a_crashing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
     assert "rank 1 fails on purpose" in res.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_hanging_rank_is_cut_off_by_the_collective_timeout(tmp_path):
     """Rank 1 sleeps forever; rank 0's barrier fails after DDPMKIT_DIST_TIMEOUT_S = 5 s, and
@@ -383,6 +395,7 @@ def test_a_hanging_rank_is_cut_off_by_the_collective_timeout(tmp_path):
     assert res.returncode != 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_train_under_torchrun_resumes_exactly(tmp_path):
     """`torchrun -m ddpmkit train`, then the newest checkpoint lost and `--resume`: same bits;
