@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto
 
+# under a minute: no slow checks, no torchrun/CLI subprocesses (`make test` runs them all)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -m 'not slow and not subprocess'
 
 demo: $(STAMP)
 	$(VENV)/bin/ddpmkit demo

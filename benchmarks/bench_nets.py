@@ -475,7 +475,7 @@ has to do fewer FLOPs for the same function, or run its convs in a faster dtype:
   user (`ddpmkit train --bf16`; the H200 MNIST model was trained with it) but not an edge over a
   peer that also turns it on. Off by default: bf16 rounds x0_hat to ~3 significant digits,
   which the likelihood evaluation must not see (`ddpmkit eval` always runs float32).
-- **torch.compile**: `ddpmkit.nets.maybe_compile(net, True)` falls back to eager with a
+- **torch.compile**: `ddpmkit.train.maybe_compile(net, True)` falls back to eager with a
   warning when compilation fails. Not in the default bench: compiling the three nets twice
   takes minutes on 2 shared cores, and the convs it cannot speed up are 86 % of the step.
 - **Winograd convolutions, opt-in** (`UNetConfig(conv3x3="winograd")`, `ddpmkit train

@@ -11,8 +11,9 @@ round runs every variant once, in turn), one warm-up round, median over ``--repe
    and of the ``cifar10`` preset (batch 32, 32x32), found by hooking a forward pass, with how
    often it runs per forward. Forward + backward (grad of input, weight, bias) of
    nn.Conv2d on a channels_last input vs WinogradConv2d m=2 and m=4 (eager, transforms
-   as matmuls) and m=2, m=4 with ``torch.compile`` on the winograd function (transforms
-   written as sums, which Inductor fuses; one graph per shape, compile time reported). Also
+   as matmuls) and m=2, m=4 with ``torch.compile`` on ``winograd_sums.winograd_conv3x3_sums``
+   (beside this file: the transforms written as sums, which Inductor fuses; one graph per
+   shape, compile time reported). Also
    the three batched matmuls of the Winograd algorithm alone (forward V@U, backward dM@U^T
    and V^T@dM), so transform time = Winograd total - GEMM time. The float32 error of each
    m against a float64 F.conv2d is recorded per shape.
@@ -50,6 +51,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from winograd_sums import winograd_conv3x3_sums  # noqa: E402 (benchmarks/, beside this file)
 
 from ddpmkit.nets import build_net, count_parameters, preset  # noqa: E402
 from ddpmkit.nets.winograd import (  # noqa: E402
@@ -143,9 +145,9 @@ def bench_shape(shape, repeats: int, compiled) -> dict:
     if compiled is not None:
         for m in (2, 4):
             t0 = time.perf_counter()
-            fwd_bwd(lambda m=m: compiled(x, w, b, m, "sums"))()
+            fwd_bwd(lambda m=m: compiled(x, w, b, m))()
             compile_s[m] = round(time.perf_counter() - t0, 1)
-            fns[f"wino{m}c"] = fwd_bwd(lambda m=m: compiled(x, w, b, m, "sums"))
+            fns[f"wino{m}c"] = fwd_bwd(lambda m=m: compiled(x, w, b, m))
     med = interleaved(fns, repeats)
 
     with torch.no_grad():
@@ -172,8 +174,7 @@ def bench_shape(shape, repeats: int, compiled) -> dict:
     return out
 
 
-def swap(net: nn.Module, m: int, fn=None, transforms: str = "matmul",
-         policy: str = "always") -> int:
+def swap(net: nn.Module, m: int, fn=None, policy: str = "always") -> int:
     """Replace 3x3 stride-1 convs by WinogradConv2d in place: those with >= MIN_CH channels
     in and out for policy "always", every one for "auto" (the policy picks per call)."""
     n = 0
@@ -183,9 +184,9 @@ def swap(net: nn.Module, m: int, fn=None, transforms: str = "matmul",
             if (type(child) is nn.Conv2d and child.kernel_size == (3, 3)
                     and child.stride == (1, 1) and child.padding == (1, 1)
                     and min(child.in_channels, child.out_channels) >= min_ch):
-                new = WinogradConv2d.from_conv(child, m, transforms, policy)
+                new = WinogradConv2d.from_conv(child, m, policy)
                 if fn is not None:
-                    new.forward = lambda x, c=new: fn(x, c.weight, c.bias, c.m, c.transforms)
+                    new.forward = lambda x, c=new: fn(x, c.weight, c.bias, c.m)
                 setattr(parent, name, new)
                 n += 1
     return n
@@ -207,7 +208,7 @@ def bench_step(name: str, repeats: int, compiled, ms_=(2, 4), auto: bool = False
     if compiled is not None:
         for m in ms_:
             nets[f"wino{m}c"] = copy.deepcopy(stock)
-            swap(nets[f"wino{m}c"], m, compiled, "sums")
+            swap(nets[f"wino{m}c"], m, compiled)
     # the float32 stock net is the reference (its own error ~1e-7); grad mode stays on, so
     # the compiled variant reuses its training graphs
     for n in nets.values():
@@ -310,7 +311,7 @@ def main(argv=None) -> int:
     if not args.no_compile:
         torch._dynamo.config.recompile_limit = 1024  # one graph per conv shape and m
         torch._dynamo.config.accumulated_recompile_limit = 4096
-        compiled = torch.compile(winograd_conv3x3, dynamic=False)
+        compiled = torch.compile(winograd_conv3x3_sums, dynamic=False)
     res: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
     res.update({"torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(),

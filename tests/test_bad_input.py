@@ -128,6 +128,7 @@ def test_catalogue_has_at_least_30_cases():
     assert len({c[0] for c in CATALOGUE}) == len(CATALOGUE)
 
 
+@pytest.mark.subprocess
 def test_disk_full_while_writing_samples_is_one_line_and_leaves_nothing(run_dir, tmp_path):
     """RLIMIT_FSIZE makes every write past 4 KB fail with EFBIG, as a full disk would."""
 

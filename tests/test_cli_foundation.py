@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.subprocess  # every test here starts `python -m ddpmkit`
+
 
 def run(*args, check=False):
     p = subprocess.run([sys.executable, "-m", "ddpmkit", *args], capture_output=True, text=True,

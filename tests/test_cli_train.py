@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.subprocess  # every test here starts `python -m ddpmkit`
+
 TINY = ["--T", "50", "--batch-size", "8", "--sample-every", "0", "--no-progress"]
 
 

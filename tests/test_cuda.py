@@ -15,8 +15,9 @@ import torch
 
 from ddpmkit.denoiser import Denoiser
 from ddpmkit.generate import generate
-from ddpmkit.nets import build_net, maybe_compile, preset
+from ddpmkit.nets import build_net, preset
 from ddpmkit.schedules import make_schedule
+from ddpmkit.train import maybe_compile
 
 # DDPMKIT_TEST_DEVICE=cpu dry-runs these checks' own logic on a machine without a GPU
 CUDA = os.environ.get("DDPMKIT_TEST_DEVICE", "cuda")
@@ -127,6 +128,7 @@ def test_train_on_cuda_resume_and_load_on_cpu(tmp_path):
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.subprocess
 def test_cli_train_and_sample_on_cuda_bf16(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = tmp_path / "run"

@@ -2,8 +2,9 @@
 sharded sampling and ELBO, `ddpmkit eval` equal to one process, clear errors, and a failing rank
 never hangs the job.
 
-The multi-process parts run this file as a torchrun worker (``python -m torch.distributed.run
---standalone`` picks a free port per launch); the single-process references run in pytest.
+The multi-process parts run tests/distributed_worker.py under torchrun (``python -m
+torch.distributed.run --standalone`` picks a free port per launch); the single-process
+references run in pytest.
 Every launch is time-limited, and ``DDPMKIT_DIST_TIMEOUT_S`` bounds each collective, so a hang
 fails the test instead of blocking CI.
 """
@@ -17,12 +18,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from distributed_worker import BPD_BATCH, BPD_CASES, BPD_N, CFG_EQ, EVAL_SAMPLES, TINY
 from safetensors.torch import load_file
 
 from ddpmkit import InputError
@@ -33,20 +34,11 @@ from ddpmkit.evaluate import eval_samples
 from ddpmkit.likelihood import negative_elbo_bpd
 from ddpmkit.train import TrainConfig, list_checkpoints, load_denoiser, train
 
-TINY = {"ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "norm_groups": 4, "mid_attn": False}
-# equivalence: uniform t, no dropout (dropout masks are per rank, so they cannot match 1 process)
-CFG_EQ = dict(data="digits", steps=6, batch_size=16, checkpoint_every=3, log_every=2,
-              sample_every=0, net_overrides=TINY, T=50, warmup_steps=0, lr=1e-3)
-# exact resume: dropout (per-rank RNG streams) and the importance sampler (all-gathered history)
-CFG_RS = CFG_EQ | dict(steps=16, checkpoint_every=4, T=20, timesteps="importance",
-                       weighting="elbo", net_overrides=TINY | {"dropout": 0.2})
+WORKER = str(Path(__file__).with_name("distributed_worker.py"))
+
 # max |w_2proc - w_1proc| after 6 AdamW steps at lr 1e-3 (measured 7.5e-7; see the test)
 WEIGHT_ATOL = 2e-5
 LAUNCH_TIMEOUT_S = 300
-BPD_N, BPD_BATCH = 20, 8
-BPD_CASES = [("exact", "weight"), ("stratified", "weight"), ("stratified", "uniform")]
-# 20 samples in chunks of 8: rank 0 draws chunks 0 and 2, rank 1 chunk 1
-EVAL_SAMPLES = dict(n=20, chunk=8, steps=3, sampler="ddim", seed=3)
 # a tiny digits run for `ddpmkit eval` (what matters is that the numbers match, not their value)
 EVAL_CFG = dict(data="digits", steps=2, batch_size=16, checkpoint_every=2, log_every=1,
                 sample_every=0, net_overrides=TINY, T=20, warmup_steps=0)
@@ -111,79 +103,6 @@ def _ok(res: subprocess.CompletedProcess) -> str:
     return res.stdout
 
 
-# ------------------------------------------------------------------------- worker (torchrun)
-
-
-def _worker(mode: str, out: Path) -> None:
-    """Run under torchrun: one of the multi-process scenarios the tests check."""
-    torch.set_num_threads(1)
-    dist, device = init_from_env("cpu")
-    try:
-        if mode == "train":
-            ds = load_dataset("digits")
-            train(TrainConfig(**CFG_EQ), out / "eq", dataset=ds, dist=dist, progress=False)
-            train(TrainConfig(**CFG_RS), out / "rs_a", dataset=ds, dist=dist, progress=False)
-            # an interruption after 6 steps (checkpoint at 4), then a resume from the files
-            train(TrainConfig(**CFG_RS), out / "rs_b", dataset=ds, dist=dist, progress=False,
-                  stop_after=6)
-            train(TrainConfig(**CFG_RS), out / "rs_b", dataset=ds, dist=dist, progress=False,
-                  resume=True)
-            loaded = load_denoiser(out / "eq", verbose=False)
-            den = loaded.denoiser
-            res = {f"{m}/{q}": negative_elbo_bpd(
-                       den, ds.test[:BPD_N], dist=dist, method=m, batch_size=BPD_BATCH, seed=5,
-                       proposal=q, strata=5).as_dict()
-                   for m, q in BPD_CASES}
-            _, x = eval_samples(loaded, **EVAL_SAMPLES, dist=dist)
-            if dist.is_main:
-                (out / "bpd.json").write_text(json.dumps(res))
-                torch.save(x, out / "eval_samples.pt")
-        elif mode == "crash":  # rank 1 dies; rank 0 waits in a collective it can never finish
-            if dist.rank == 1:
-                raise RuntimeError("rank 1 fails on purpose")
-            dist.barrier()
-        elif mode == "hang":  # rank 1 never arrives; rank 0's collective times out
-            if dist.rank == 1:
-                time.sleep(3600)
-            dist.barrier()
-        else:
-            raise ValueError(f"unknown mode {mode!r}")
-    finally:
-        dist.close()
-
-
-def _cli_worker(log_dir: Path, argv: list[str]) -> None:
-    """``ddpmkit ARGV`` under torchrun, recording the files this rank opens for writing or
-    renames into place (atomic writes) and its exit code in LOG_DIR/rank<R>.json. A rank that
-    is done waits (up to 60 s) for the others' records before it exits: torchrun stops the
-    remaining ranks as soon as one exits with an error, which could cut a record short."""
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    writes: list[str] = []
-
-    def hook(event: str, args: tuple) -> None:
-        if event == "os.rename":
-            writes.append(os.fspath(args[1]))
-        elif event == "open" and isinstance(args[1], str) and set(args[1]) & set("wax+"):
-            writes.append(os.fspath(args[0]))
-
-    sys.addaudithook(hook)
-    try:
-        code = cli_main(argv)
-    except SystemExit as e:
-        code = e.code
-    except BaseException:
-        code = 1
-        raise
-    finally:
-        mine = list(writes)  # before the hook sees this file's own writes
-        (log_dir / f"rank{rank}.json").write_text(json.dumps({"code": code, "writes": mine}))
-        end = time.monotonic() + 60
-        while (len(list(log_dir.glob("rank*.json"))) < world and time.monotonic() < end):
-            time.sleep(0.05)
-    sys.exit(code)
-
-
 # ------------------------------------------------------------------------------------ fixtures
 
 
@@ -196,7 +115,7 @@ def digits():
 def ddp_runs(tmp_path_factory):
     """One torchrun launch (2 processes) training the runs the tests below compare."""
     out = tmp_path_factory.mktemp("ddp")
-    _ok(torchrun([__file__, "train", str(out)]))
+    _ok(torchrun([WORKER, "train", str(out)]))
     return out
 
 
@@ -264,6 +183,7 @@ def _losses(run_dir: Path) -> list[float]:
 # ----------------------------------------------------------------------------------- the tests
 
 
+@pytest.mark.subprocess
 def test_two_processes_with_global_batch_match_one_process(ddp_runs, single_eq):
     """N steps on 2 processes (global batch B = 2 x 8) end with the weights of 1 process, batch B.
 
@@ -294,6 +214,7 @@ def test_two_processes_with_global_batch_match_one_process(ddp_runs, single_eq):
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
 
 
+@pytest.mark.subprocess
 def test_log_is_written_once_by_rank_zero(ddp_runs):
     lines = (ddp_runs / "eq" / "log.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
@@ -302,6 +223,7 @@ def test_log_is_written_once_by_rank_zero(ddp_runs):
                                                                    "step_0000006"]
 
 
+@pytest.mark.subprocess
 def test_two_process_resume_is_bit_identical_to_an_uninterrupted_run(ddp_runs):
     """Killed after 6 steps (checkpoint at 4) and resumed on 2 processes: the same bits, with
     dropout (each rank's RNG stream is saved) and the importance sampler (gathered history)."""
@@ -314,6 +236,7 @@ def test_two_process_resume_is_bit_identical_to_an_uninterrupted_run(ddp_runs):
     assert st["rng_ranks"][0]["torch_cpu"] != st["rng_ranks"][1]["torch_cpu"]  # own dropout
 
 
+@pytest.mark.subprocess
 def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs, single_eq,
                                                                         digits, tmp_path):
     run = tmp_path / "eq"
@@ -327,6 +250,7 @@ def test_resume_with_another_number_of_processes_is_refused_or_explicit(ddp_runs
                          files=("model.safetensors", "ema.safetensors")) < WEIGHT_ATOL
 
 
+@pytest.mark.subprocess
 def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
     """The one estimator shares batches out by ownership: both ranks make every batch's draws
     from the one generator and only the owner calls the network, so 2 ranks give the numbers
@@ -342,6 +266,7 @@ def test_sharded_bpd_is_the_same_for_one_and_two_ranks(ddp_runs, digits):
     assert got["stratified/uniform"] != got["stratified/weight"]
 
 
+@pytest.mark.subprocess
 def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):
     two = torch.load(ddp_runs / "eval_samples.pt")
     res, one = eval_samples(load_denoiser(ddp_runs / "eq", verbose=False), **EVAL_SAMPLES)
@@ -350,6 +275,7 @@ def test_eval_samples_on_two_ranks_are_the_samples_of_one_process(ddp_runs):
     assert res["chunk"] == 8 and "fd" in res
 
 
+@pytest.mark.subprocess
 def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_path):
     """10 samples in chunks of 4: rank 0 draws chunks 0 and 2, rank 1 chunk 1; gathered in order
     they equal one process's samples exactly."""
@@ -366,6 +292,7 @@ def test_sample_under_torchrun_gives_the_samples_of_one_process(ddp_runs, tmp_pa
     assert len(np.unique(one["images"].reshape(10, -1), axis=0)) == 10  # chunks differ
 
 
+@pytest.mark.subprocess
 def test_eval_under_torchrun_gives_the_numbers_of_one_process(eval_run, tmp_path):
     """`torchrun -m ddpmkit eval --bpd stratified --fd`: 40 examples in batches of 8 (rank 0
     evaluates batches 0, 2, 4, rank 1 batches 1, 3) and 20 samples in chunks of 8 (rank 0
@@ -392,6 +319,7 @@ def test_eval_under_torchrun_gives_the_numbers_of_one_process(eval_run, tmp_path
     assert one["samples_ddim_3_clip_n20_c8_seed3_step0000002_ema.json"]["fd"] > 0
 
 
+@pytest.mark.subprocess
 def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_run, tmp_path):
     """--bpd exact on 20 examples in batches of 6 (4 batches, 2 per rank; 4 t per network
     call): the numbers of one process, bit for bit, and one file written, by rank 0."""
@@ -400,7 +328,7 @@ def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_
             "--max-batch", "24", "--device", "cpu", "--no-progress", "--json"]
     logs = tmp_path / "logs"
     logs.mkdir()
-    _ok(torchrun([__file__, "cli", str(logs), *args]))
+    _ok(torchrun([WORKER, "cli", str(logs), *args]))
     two = _eval_files(run)
     assert cli_main(args) == 0
     one = _eval_files(run)
@@ -416,6 +344,7 @@ def test_exact_eval_under_torchrun_is_one_process_and_written_by_rank_zero(eval_
     assert not [w for w in rec[1]["writes"] if w.startswith(str(run))]
 
 
+@pytest.mark.subprocess
 def test_eval_under_torchrun_ends_every_rank_with_one_exit_code(eval_run, tmp_path):
     """Rank 0 cannot store its result (a folder has the file's name): it reports that in one
     line and exits 2, and rank 1, which writes nothing, exits 2 as well."""
@@ -427,7 +356,7 @@ def test_eval_under_torchrun_ends_every_rank_with_one_exit_code(eval_run, tmp_pa
     (run / "eval" / name).mkdir(parents=True)
     logs = tmp_path / "logs"
     logs.mkdir()
-    res = torchrun([__file__, "cli", str(logs), *args])
+    res = torchrun([WORKER, "cli", str(logs), *args])
     assert res.returncode != 0
     rec = _cli_records(logs)
     assert rec[0]["code"] == rec[1]["code"] == 2, rec
@@ -447,23 +376,26 @@ def test_eval_help_names_the_torchrun_spelling_of_n(capsys):
     assert p.parse_args(["eval", "r"]).sample_batch_size == sig["chunk"].default
 
 
+@pytest.mark.subprocess
 def test_a_crashing_rank_ends_the_job_instead_of_hanging_it(tmp_path):
     """Rank 1 raises while rank 0 waits in a barrier (whose own time-out is 120 s here):
     torchrun stops rank 0 and exits non-zero well inside the launch time-out."""
-    res = torchrun([__file__, "crash", str(tmp_path)], timeout=LAUNCH_TIMEOUT_S)
+    res = torchrun([WORKER, "crash", str(tmp_path)], timeout=LAUNCH_TIMEOUT_S)
     assert res.returncode != 0
     assert "rank 1 fails on purpose" in res.stdout
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_a_hanging_rank_is_cut_off_by_the_collective_timeout(tmp_path):
     """Rank 1 sleeps forever; rank 0's barrier fails after DDPMKIT_DIST_TIMEOUT_S = 5 s, and
     torchrun then stops rank 1: the job ends with an error instead of waiting an hour."""
-    res = torchrun([__file__, "hang", str(tmp_path)], timeout=LAUNCH_TIMEOUT_S,
+    res = torchrun([WORKER, "hang", str(tmp_path)], timeout=LAUNCH_TIMEOUT_S,
                    DDPMKIT_DIST_TIMEOUT_S="5")
     assert res.returncode != 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_cli_train_under_torchrun_resumes_exactly(tmp_path):
     """`torchrun -m ddpmkit train`, then the newest checkpoint lost and `--resume`: same bits;
@@ -507,9 +439,3 @@ def test_single_process_needs_no_process_group(monkeypatch):
     x = torch.arange(3)
     assert dist.all_gather(x) is x and torch.equal(dist.all_gather_rows(x)[0], x)
 
-
-if __name__ == "__main__":
-    if sys.argv[1] == "cli":
-        _cli_worker(Path(sys.argv[2]), sys.argv[3:])
-    else:
-        _worker(sys.argv[1], Path(sys.argv[2]))

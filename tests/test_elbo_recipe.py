@@ -318,6 +318,7 @@ def test_fourier_features_widen_only_the_input_conv():
     assert nets.config_from_dict(old).fourier_frequencies == ()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, msg", [
     (["--logsnr-max", "abc"], "expected a number"),
     (["--logsnr-max", "3", "--logsnr-min", "5"], "larger"),

@@ -62,6 +62,7 @@ def test_cli_defaults_are_the_demo_settings():
     assert estimator_from_args(args, "exact") == ELBOEstimator(method="exact")
 
 
+@pytest.mark.subprocess
 def test_exact_bpd_cli_reproduces_the_api_and_records_provenance(run_dir):
     loaded = load_denoiser(run_dir, verbose=False)
     api = eval_bpd(loaded, method="exact", limit=30)
@@ -84,6 +85,7 @@ def test_exact_bpd_cli_reproduces_the_api_and_records_provenance(run_dir):
     assert stored["bpd"] == out["bpd"] and Path(out["file"]).parent == run_dir / "eval"
 
 
+@pytest.mark.subprocess
 def test_stratified_agrees_with_exact_within_3_se_and_is_compared(run_dir):
     exact = cli(str(run_dir), "--bpd", "exact", "--limit", "120", "--json")
     strat = cli(str(run_dir), "--bpd", "stratified", "--strata", "10", "--limit", "120", "--json")
@@ -97,12 +99,14 @@ def test_stratified_agrees_with_exact_within_3_se_and_is_compared(run_dir):
         50 * e["se_bpd"] ** 2 / (11 * s["bpd"]["se_bpd"] ** 2), rel=1e-9)
 
 
+@pytest.mark.subprocess
 def test_human_output(run_dir):
     p = cli(str(run_dir), "--bpd", "stratified", "--strata", "5", "--limit", "20", "--no-save")
     assert p.returncode == 0, p.stderr
     assert "test bits/dim:" in p.stdout and "rate" in p.stdout and "stored" not in p.stdout
 
 
+@pytest.mark.subprocess
 def test_fd_records_its_settings(run_dir):
     p = cli(str(run_dir), "--fd", "--n", "40", "--steps", "3", "--sampler", "ddim", "--json",
             "--seed", "3")
@@ -118,6 +122,7 @@ def test_fd_records_its_settings(run_dir):
     assert Path(s["file"]).name.startswith("samples_ddim_3_clip_n40_seed3")
 
 
+@pytest.mark.subprocess
 def test_sliced_w2_for_a_2d_toy(tmp_path):
     d = tmp_path / "ring"
     cfg = TrainConfig(data="ring", steps=30, batch_size=64, T=50, sample_every=0,
@@ -131,6 +136,7 @@ def test_sliced_w2_for_a_2d_toy(tmp_path):
     assert p.returncode == 2 and "--sw2" in p.stderr and p.stderr.count("\n") == 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, needle", [
     (["--sw2"], "--sw2 is for 2-D"),
     (["--fd", "--steps", "51"], "exceeds the model's T = 50"),
@@ -143,6 +149,7 @@ def test_bad_input_is_one_line_exit_2(run_dir, args, needle):
     assert needle in p.stderr and p.stderr.count("\n") == 1
 
 
+@pytest.mark.subprocess
 def test_not_a_run_dir(tmp_path):
     p = cli(str(tmp_path))
     assert p.returncode == 2 and "run directory" in p.stderr
@@ -211,6 +218,7 @@ def test_stratified_is_cheaper_than_exact_at_equal_se(run_dir):
     assert c["calls_ratio_equal_se"] >= 0.5 * 50 / 6, c
 
 
+@pytest.mark.subprocess
 def test_uniform_proposal_is_recorded_and_stored_apart(run_dir):
     """q(t) inside a stratum is part of the result's provenance and of its file name."""
     outs = {}

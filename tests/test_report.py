@@ -82,6 +82,7 @@ def test_read_log_skips_a_torn_line(tmp_path):
     assert read_log(tmp_path) == [{"step": 1, "loss": 0.5}]
 
 
+@pytest.mark.subprocess
 def test_report_cli_json_and_bad_dir(run_dir, tmp_path):
     out = tmp_path / "r.html"
     p = subprocess.run([sys.executable, "-m", "ddpmkit", "report", str(run_dir), "--out",
@@ -211,6 +212,7 @@ def _console_errors(events: list[dict]) -> list[str]:
     return errs
 
 
+@pytest.mark.subprocess
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     exe = _chromium()
     dt = DevTools(exe, tmp_path / "profile")

@@ -15,6 +15,7 @@ from ddpmkit.samplers import (
     SAMPLER_SPACINGS,
     SAMPLERS,
     get_sampler,
+    sample,
     sample_ancestral,
     sample_ddim,
     sampling_grid,
@@ -45,7 +46,8 @@ def test_respaced_chain_keeps_alpha_bar_at_kept_steps(spacing):
     assert len(kept) == 17 and kept == sorted(set(kept)) and kept[-1] == 200 and kept[0] >= 1
     sub = respace(sched, kept)
     torch.testing.assert_close(sub.alpha_bar[1:], sched.alpha_bar[kept], rtol=1e-13, atol=0)
-    torch.testing.assert_close(grid.alpha**2, sched.alpha_bar[[0, *kept]], rtol=1e-13, atol=0)
+    torch.testing.assert_close(grid.sqrt_alpha_bar**2, sched.alpha_bar[[0, *kept]], rtol=1e-13,
+                               atol=0)
 
 
 def test_respacing_to_all_steps_is_the_identity_for_ancestral_sampling():
@@ -213,3 +215,32 @@ def test_logsnr_clipped_spacing_stops_at_snr_e_minus_2_then_jumps_to_T():
     gaps = torch.diff(ls[kept[:-1]])
     assert torch.allclose(gaps, gaps.mean().expand_as(gaps), rtol=0.1)
     assert logsnr_clipped_timesteps(sched, 1000) == list(range(1, 1001))
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_sample_is_the_entry_behind_every_sampler_name(name):
+    den = gaussian_1d().exact_denoiser(make_schedule("cosine", 100))
+    a = sample(den, (8, 1), sampler=name, steps=7, spacing="logsnr_clipped", seed=2)
+    b = get_sampler(name)(den, (8, 1), steps=7, spacing="logsnr_clipped", seed=2)
+    assert torch.equal(a.x, b.x) and a.meta == b.meta and a.meta["sampler"] == name
+    with pytest.raises(InputError, match="choose one of"):
+        sample(den, (8, 1), sampler="euler_a")
+
+
+def test_meta_records_each_samplers_own_options_with_their_defaults():
+    den = gaussian_1d().exact_denoiser(make_schedule("linear", 50))
+    assert sample(den, (2, 1), sampler="ancestral", steps=3).meta["variance"] == "small"
+    assert sample(den, (2, 1), sampler="ddim", steps=3, eta=0.5).meta["eta"] == 0.5
+    m = sample(den, (2, 1), sampler="unipc", steps=3, order=3).meta
+    assert (m["order"], m["corrector"]) == (3, True)
+
+
+def test_dpmpp2m_sde_first_order_step_is_the_ancestral_step():
+    """Two grid points: one first-order SDE step (k = 2 -> 1), then x_0 = D_1; the same noise."""
+    den = gaussian_1d().exact_denoiser(make_schedule("linear", 200))
+    kw = dict(shape=(256, 1), steps=2, seed=4, dtype=torch.float64, return_trajectory=True)
+    sde = sample(den, sampler="dpmpp2m_sde", **kw)
+    anc = sample(den, sampler="ancestral", **kw)
+    torch.testing.assert_close(sde.trajectory[1].x_t, anc.trajectory[1].x_t, rtol=1e-10,
+                               atol=1e-12)
+    torch.testing.assert_close(sde.x, anc.x, rtol=1e-10, atol=1e-12)

@@ -1,6 +1,10 @@
-"""ddpmkit.nets.winograd: Winograd F(2x2,3x3) / F(4x4,3x3) equals F.conv2d (values, grads)."""
+"""ddpmkit.nets.winograd: Winograd F(2x2,3x3) / F(4x4,3x3) equals F.conv2d (values, grads);
+so does its benchmark-only twin, transforms written as sums (benchmarks/winograd_sums.py)."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +18,21 @@ from ddpmkit.nets.winograd import (
     winograd_pays,
     winograd_weight,
 )
+
+SUMS = Path(__file__).resolve().parents[1] / "benchmarks" / "winograd_sums.py"
+
+
+def _sums():
+    spec = importlib.util.spec_from_file_location("winograd_sums", SUMS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def conv_by(transforms: str):
+    """winograd_conv3x3 ("matmul", the library's) or the benchmark's "sums" twin."""
+    return winograd_conv3x3 if transforms == "matmul" else _sums().winograd_conv3x3_sums
+
 
 SHAPES = [  # N, C_in, C_out, H, W
     (1, 1, 1, 1, 1), (2, 3, 5, 1, 1), (1, 4, 4, 3, 3), (2, 8, 6, 7, 7), (3, 5, 7, 13, 17),
@@ -44,10 +63,10 @@ def test_equals_conv2d_float64(m, shape, transforms):
     x, w, b = _case(*shape, torch.float64)
     ref = F.conv2d(x, w, b, padding=1)
     for xin in (x, x.contiguous(memory_format=torch.channels_last)):
-        y = winograd_conv3x3(xin, w, b, m, transforms)
+        y = conv_by(transforms)(xin, w, b, m)
         assert y.shape == ref.shape
         assert (y - ref).abs().max().item() <= 1e-10 * max(1.0, ref.abs().max().item())
-    y = winograd_conv3x3(x, w, None, m, transforms)
+    y = conv_by(transforms)(x, w, None, m)
     torch.testing.assert_close(y, F.conv2d(x, w, None, padding=1), rtol=0, atol=1e-10)
 
 
@@ -57,7 +76,7 @@ def test_equals_conv2d_float64(m, shape, transforms):
 def test_equals_conv2d_float32(m, shape, transforms):
     x, w, b = _case(*shape, torch.float32, seed=1)
     ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
-    y = winograd_conv3x3(x.contiguous(memory_format=torch.channels_last), w, b, m, transforms)
+    y = conv_by(transforms)(x.contiguous(memory_format=torch.channels_last), w, b, m)
     assert y.dtype == torch.float32
     assert _rel(y, ref) < F32_TOL[m]
 
@@ -69,8 +88,8 @@ def test_equals_conv2d_float32(m, shape, transforms):
 def test_gradcheck_float64(m, shape, transforms):
     x, w, b = _case(*shape, torch.float64, seed=2)
     x, w, b = (t.requires_grad_() for t in (x, w, b))
-    assert torch.autograd.gradcheck(
-        lambda x, w, b: winograd_conv3x3(x, w, b, m, transforms), (x, w, b))
+    conv = conv_by(transforms)
+    assert torch.autograd.gradcheck(lambda x, w, b: conv(x, w, b, m), (x, w, b))
 
 
 @pytest.mark.parametrize("transforms", ["matmul", "sums"])
@@ -79,9 +98,9 @@ def test_gradcheck_float64(m, shape, transforms):
 def test_gradients_equal_conv2d(m, shape, transforms):
     x, w, b = _case(*shape, torch.float64, seed=3)
     gy = torch.randn(shape[0], shape[2], shape[3], shape[4], dtype=torch.float64)
-    grads = []
+    grads, conv = [], conv_by(transforms)
     for fn in (lambda x, w, b: F.conv2d(x, w, b, padding=1),
-               lambda x, w, b: winograd_conv3x3(x, w, b, m, transforms)):
+               lambda x, w, b: conv(x, w, b, m)):
         for layout in (torch.contiguous_format, torch.channels_last):
             xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
             fn(xs.contiguous(memory_format=layout), ws, bs).backward(gy)
@@ -109,7 +128,7 @@ def test_module_is_a_drop_in_conv2d(m):
     torch.testing.assert_close(wconv(x), conv(x), rtol=1e-4, atol=1e-5)
     shared = WinogradConv2d.from_conv(conv, m)
     assert shared.weight is conv.weight and shared.bias is conv.bias
-    nob = WinogradConv2d(6, 4, bias=False, m=m, transforms="sums")
+    nob = WinogradConv2d(6, 4, bias=False, m=m)
     assert nob.bias is None and nob(x).shape == (3, 4, 11, 5)
 
 
@@ -120,8 +139,6 @@ def test_rejects_what_it_does_not_compute():
         WinogradConv2d(4, 4, 5, padding=2)
     with pytest.raises(ValueError):
         WinogradConv2d(4, 4, m=3)
-    with pytest.raises(ValueError):
-        WinogradConv2d(4, 4, transforms="fft")
     with pytest.raises(ValueError):
         WinogradConv2d(4, 4, policy="sometimes")
     with pytest.raises(ValueError):

@@ -5,7 +5,7 @@ from .denoiser import Denoiser
 from .errors import InputError
 from .likelihood import DecoderSpec, elbo_terms, negative_elbo_bpd
 from .losses import loss_weights
-from .samplers import sample_ancestral
+from .samplers import sample, sample_ancestral
 from .schedules import NoiseSchedule, cosine, from_betas, linear, make_schedule, respace, sigmoid
 
 __version__ = "0.1.0"
@@ -13,5 +13,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DecoderSpec", "Denoiser", "InputError", "NoiseSchedule", "cosine", "diffusion",
     "elbo_terms", "from_betas", "linear", "loss_weights", "make_schedule",
-    "negative_elbo_bpd", "respace", "sample_ancestral", "sigmoid",
+    "negative_elbo_bpd", "respace", "sample", "sample_ancestral", "sigmoid",
 ]

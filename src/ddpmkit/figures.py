@@ -148,13 +148,12 @@ def preview(denoiser, kind: str, data_shape: Sequence[int], *, n: int = 64,
             trajectory: bool = False, n_show: int = 8) -> Preview:
     """``n`` ancestral samples with ``steps`` network calls (all T if None), seeded, x0_hat
     clipped to [-1, 1] for images; with ``trajectory``, x_t / x0_hat of the first ``n_show``."""
-    from .samplers import sample_ancestral
+    from .samplers import sample
     from .samplers.common import Step
 
     shape = (n, *data_shape)
-    res = sample_ancestral(denoiser, shape, steps=steps, seed=seed, device=device,
-                           clip="clip" if kind == "image" else "none",
-                           return_trajectory=trajectory)
+    res = sample(denoiser, shape, sampler="ancestral", steps=steps, seed=seed, device=device,
+                 clip="clip" if kind == "image" else "none", return_trajectory=trajectory)
     traj = None
     if trajectory:
         traj = trajectory_png([Step(k=s.k, t=s.t, x_t=s.x_t[:n_show], x0_hat=s.x0_hat[:n_show])

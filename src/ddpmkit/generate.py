@@ -14,7 +14,7 @@ import torch
 
 from .denoiser import Denoiser
 from .errors import InputError
-from .samplers import get_sampler
+from .samplers import get_sampler, sample
 
 
 def chunk_seed(seed: int, i: int) -> int:
@@ -33,7 +33,7 @@ def generate(denoiser: Denoiser, data_shape: Sequence[int], n: int, *,
     """
     if n < 1:
         raise InputError(f"n must be >= 1; got {n}")
-    fn = get_sampler(sampler)
+    get_sampler(sampler)  # an unknown name fails before any work, on every rank
     n_chunks = (n + chunk - 1) // chunk
     mine = list(range(rank, n_chunks, world))
     out, meta = [], {}
@@ -45,8 +45,8 @@ def generate(denoiser: Denoiser, data_shape: Sequence[int], n: int, *,
     for i in it:
         size = min(chunk, n - i * chunk)
         gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, i))
-        res = fn(denoiser, (size, *data_shape), steps=steps, spacing=spacing, clip=clip,
-                 generator=gen, device=device, **sampler_kwargs)
+        res = sample(denoiser, (size, *data_shape), sampler=sampler, steps=steps,
+                     spacing=spacing, clip=clip, generator=gen, device=device, **sampler_kwargs)
         out.append(res.x.detach().float().cpu())
         meta = res.meta
     meta = {**meta, "seed": seed, "n": n, "chunk": chunk}

@@ -351,8 +351,13 @@ def default_logsnr_endpoints(levels: int | None) -> tuple[float, float]:
     return round(2.0 * math.log(LOGSNR_MAX_BIN_FRACTION / delta), 4), LOGSNR_MIN_DEFAULT
 
 
-Spacing = Literal["uniform", "quadratic", "trailing", "logsnr"]
-SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "trailing", "logsnr")
+Spacing = Literal["uniform", "quadratic", "trailing", "logsnr", "logsnr_clipped"]
+SPACINGS: tuple[str, ...] = ("uniform", "quadratic", "trailing", "logsnr", "logsnr_clipped")
+#: ``logsnr_clipped`` stops its log-SNR-uniform steps here, then jumps to T. Below snr = e^-2
+#: (12 % of x_t's variance is signal for unit-scale data) the denoiser barely changes, so steps
+#: spent there are wasted; plain ``logsnr`` on the cosine schedule (log snr_T = -20) puts half
+#: its steps there.
+LOGSNR_CLIP = -2.0
 
 
 def spaced_timesteps(schedule: NoiseSchedule, steps: int,
@@ -361,8 +366,12 @@ def spaced_timesteps(schedule: NoiseSchedule, steps: int,
 
     ``uniform``: evenly spaced, rounded, always ending at T; ``trailing``: T, T - T/S, ...
     (as in Lin et al. 2024); ``quadratic``: tau_k ~ T (k/S)^2 (denser near t = 1, as DDIM);
-    ``logsnr``: evenly spaced in log snr between log snr_1 and log snr_T.
+    ``logsnr``: evenly spaced in log snr between log snr_1 and log snr_T; ``logsnr_clipped``:
+    tau_1..tau_{S-1} evenly spaced in log snr from log snr_1 down to max(log snr_T,
+    LOGSNR_CLIP), then tau_S = T.
     """
+    if spacing not in SPACINGS:
+        raise InputError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     T = schedule.T
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be an integer >= 1; got {steps!r}")
@@ -380,12 +389,20 @@ def spaced_timesteps(schedule: NoiseSchedule, steps: int,
         raw = (1 + (T - 1) * torch.linspace(0, 1, steps, dtype=torch.float64) ** 2).round()
         raw = raw.long().tolist()
     elif spacing == "logsnr":
-        ls = schedule.log_snr[1:]  # decreasing in t
-        targets = torch.linspace(float(ls[0]), float(ls[-1]), steps, dtype=torch.float64)
-        raw = [int(torch.argmin((ls - v).abs())) + 1 for v in targets.tolist()]
+        raw = _nearest_logsnr(schedule, float(schedule.log_snr[T]), steps)
+    elif spacing == "logsnr_clipped":
+        lo = max(float(schedule.log_snr[T]), LOGSNR_CLIP)
+        raw = sorted([*_nearest_logsnr(schedule, lo, steps - 1), T])
     else:
         raise InputError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     return _dedupe_increasing(raw, T)
+
+
+def _nearest_logsnr(schedule: NoiseSchedule, lo: float, n: int) -> list[int]:
+    """The t in 1..T nearest to n log snr values evenly spaced from log snr_1 down to ``lo``."""
+    ls = schedule.log_snr[1:]  # decreasing in t
+    targets = torch.linspace(float(ls[0]), lo, n, dtype=torch.float64)
+    return [int(torch.argmin((ls - v).abs())) + 1 for v in targets.tolist()]
 
 
 def _dedupe_increasing(raw: list[int], T: int) -> list[int]:

@@ -14,14 +14,11 @@ float32. The matrices A^T, G, B^T below are the ones Lavin & Gray give in their 
 for F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2 and infinity). Like
 ``F.conv2d`` this computes a cross-correlation.
 
-H and W are padded up to a multiple of m and the output cropped, so any size works. Two
-ways to apply the input and output transforms (``transforms=``):
-- "matmul" (eager default): tiles gathered once into a position-major (m+2, m+2, tiles*C)
-  buffer, B^T and A^T applied separably (rows, then columns) as matmuls on whole buffers;
-  the gather's backward is a hand-written overlap-add (autograd's unfold_backward is slow).
-- "sums": the transforms written as sums of strided slices times the constants, with
-  hand-written backwards of the same form; slow eagerly, but ``torch.compile`` turns each
-  transform (and its backward) into one fused loop.
+H and W are padded up to a multiple of m and the output cropped, so any size works. The tiles
+are gathered once into a position-major (m+2, m+2, tiles*C) buffer and B^T and A^T applied
+separably (rows, then columns) as matmuls on whole buffers; the gather's backward is a
+hand-written overlap-add (autograd's unfold_backward is slow). (The transforms written as sums
+of strided slices, for ``torch.compile``, live with the benchmark: benchmarks/winograd_sums.py.)
 Gradients flow to input, weight and bias. The weight transform is recomputed at each call
 (once per forward).
 """
@@ -127,93 +124,6 @@ class _Tiles(torch.autograd.Function):
         return r.view(N, (nh + 1) * m, Wp, C)[:, :Hp], None
 
 
-def _lincomb(coeffs, terms):
-    """sum_k coeffs[k] * terms[k] over the non-zero constants (+-1 without a multiply)."""
-    out = None
-    for c, t in zip(coeffs, terms):
-        c = float(c)
-        if c == 0.0:
-            continue
-        t = t if c == 1.0 else -t if c == -1.0 else c * t
-        out = t if out is None else out + t
-    return out
-
-
-class _InputTransformSums(torch.autograd.Function):
-    """xp (N, m*nh+2, m*nw+2, C) -> B^T d B of every tile, (a*a, N, nh, nw, C), written as
-    sums of strided slices; the backward is written out too (B dV B^T, then the overlapping
-    tiles added back block by block), so that torch.compile makes each one fused loop
-    instead of one scatter per slice."""
-
-    @staticmethod
-    def forward(ctx, xp: torch.Tensor, m: int) -> torch.Tensor:
-        N, Hp, Wp, C = xp.shape
-        a, nh, nw = m + 2, (Hp - 2) // m, (Wp - 2) // m
-        ctx.m, ctx.shape = m, xp.shape
-        bt = _MATRICES[m][2]
-        rows = [xp[:, k:k + m * (nh - 1) + 1:m] for k in range(a)]  # (N, nh, Wp, C)
-        # stacked, so that a compiler keeps R as one buffer instead of recomputing it
-        R = torch.stack([_lincomb(bt[i], rows) for i in range(a)]).unbind(0)
-        return torch.stack([_lincomb(bt[j], [r[:, :, k:k + m * (nw - 1) + 1:m]
-                                             for k in range(a)])
-                            for r in R for j in range(a)])
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        m = ctx.m
-        N, Hp, Wp, C = ctx.shape
-        a = m + 2
-        bt = _MATRICES[m][2]
-        b = [[bt[i][k] for i in range(a)] for k in range(a)]  # B = (B^T)^T
-        nh, nw = (Hp - 2) // m, (Wp - 2) // m
-        g = g.view(a, a, N, nh, nw, C)
-
-        def overlap_add(t, dim):
-            """t[l] (l < a): window j's element l along ``dim`` (n windows, stride m) ->
-            the line, in (n + 1) blocks of m at ``dim``: block j, element r gets t[r] of
-            window j plus, for r < 2, t[r + m] of window j - 1."""
-            pad_after = [0, 0] * (t[0].dim() - 1 - dim) + [0, 1]
-            pad_before = [0, 0] * (t[0].dim() - 1 - dim) + [1, 0]
-            parts = [F.pad(t[r], pad_after) + F.pad(t[r + m], pad_before) if r < 2
-                     else F.pad(t[r], pad_after) for r in range(m)]
-            return torch.stack(parts, dim=dim + 1)
-
-        # columns: dR_i = overlap-add over l of sum_j B[l, j] dV_ij  -> (N, nh, nw+1, m, C)
-        dr = torch.stack([overlap_add([_lincomb(b[l], g[i].unbind(0)) for l in range(a)], 2)
-                          for i in range(a)])
-        dr = dr.view(a, N, nh, (nw + 1) * m, C)[:, :, :, :Wp]
-        # rows: dxp = overlap-add over k of sum_i B[k, i] dR_i  -> (N, nh+1, m, Wp, C)
-        out = overlap_add([_lincomb(b[k], dr.unbind(0)) for k in range(a)], 1)
-        return out.reshape(N, (nh + 1) * m, Wp, C)[:, :Hp], None
-
-
-class _OutputTransformSums(torch.autograd.Function):
-    """M (a, a, N, nh, nw, O) -> A^T M A of every tile laid out as the image
-    (N, nh, m, nw, m, O); forward and backward (A dY A^T on the non-overlapping m x m tiles)
-    written as sums of slices times constants, each stage stacked into one buffer."""
-
-    @staticmethod
-    def forward(ctx, M: torch.Tensor, m: int) -> torch.Tensor:
-        ctx.m = m
-        at = _MATRICES[m][0]
-        q = torch.stack([_lincomb(at[r], M.unbind(0)) for r in range(m)])  # (m_r, a_j, ...)
-        return torch.stack([torch.stack([_lincomb(at[s_], q[r].unbind(0)) for s_ in range(m)],
-                                        dim=3) for r in range(m)], dim=2)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        m = ctx.m
-        a = m + 2
-        at = _MATRICES[m][0]
-        a_ = [[at[r][i] for r in range(m)] for i in range(a)]  # A = (A^T)^T
-        gy = [[g[:, :, r, :, s_] for s_ in range(m)] for r in range(m)]  # (N, nh, nw, O)
-        gq = torch.stack([torch.stack([_lincomb(a_[j], gy[r]) for j in range(a)])
-                          for r in range(m)])  # (m_r, a_j, N, nh, nw, O)
-        gm = torch.stack([torch.stack([_lincomb(a_[i], gq[:, j].unbind(0)) for j in range(a)])
-                          for i in range(a)])  # (a_i, a_j, N, nh, nw, O)
-        return gm, None
-
-
 # The batch is cut into chunks whose transformed tiles, (m+2)^2 * tiles * max(C_in, C_out)
 # floats, stay under TILE_BYTES, so that they live in the caches: whole-batch buffers at 32x32
 # or 28x28 maps are 30-120 MB that go through main memory (and are mmapped afresh at every
@@ -227,23 +137,24 @@ MIN_TILES = 512
 
 
 def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                     m: int = 2, transforms: str = "matmul",
-                     tile_bytes: int | None = TILE_BYTES) -> torch.Tensor:
+                     m: int = 2, tile_bytes: int | None = TILE_BYTES) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride=1, padding=1)`` for a 3x3 ``weight`` by Winograd.
 
     x (N, C, H, W), any H, W >= 1, contiguous or channels_last; weight (O, C, 3, 3);
     bias (O,) or None; m = 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)). Returns (N, O, H, W) in
     channels_last memory (a (N, H, W, O) buffer), whatever the input's layout.
 
-    ``transforms``: "matmul" applies B^T and A^T as matmuls on whole buffers (fewest passes
-    in eager mode); "sums" writes them as sums of strided slices times the constants, which
-    is slow eagerly but lets ``torch.compile`` fuse each transform into one loop.
     ``tile_bytes``: the batch is processed in chunks whose transformed tiles stay under this
     many bytes (``TILE_BYTES``; at least ``MIN_TILES`` tiles a chunk; None: the whole batch at
     once). The filter transform U = G g G^T is computed once for all chunks.
     """
-    if transforms not in ("matmul", "sums"):
-        raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
+    return in_chunks(_winograd_chunk, x, weight, bias, m, tile_bytes)
+
+
+def in_chunks(chunk_fn, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+              m: int, tile_bytes: int | None) -> torch.Tensor:
+    """Check the shapes, compute U once and run ``chunk_fn(x_chunk, U, bias, m)`` on chunks of
+    the batch sized by ``tile_bytes`` (see :func:`winograd_conv3x3`); concatenated."""
     if x.dim() != 4 or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"expected x (N, C, H, W) and a 3x3 weight; got {tuple(x.shape)} and "
                          f"{tuple(weight.shape)}")
@@ -257,14 +168,30 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     per_image = a * a * tiles * max(C, O) * x.element_size()
     n = N if not tile_bytes else max(tile_bytes // per_image, -(-MIN_TILES // tiles), 1)
     if n >= N:
-        return _winograd_chunk(x, U, bias, m, transforms)
+        return chunk_fn(x, U, bias, m)
     # each chunk is its own small autograd graph: its backward also runs in cache
-    ys = [_winograd_chunk(xc, U, bias, m, transforms) for xc in x.split(n)]
-    return torch.cat(ys, 0)
+    return torch.cat([chunk_fn(xc, U, bias, m) for xc in x.split(n)], 0)
 
 
-def _winograd_chunk(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None, m: int,
-                    transforms: str) -> torch.Tensor:
+def pad_to_tiles(x: torch.Tensor, m: int) -> torch.Tensor:
+    """x (N, C, H, W) -> (N, m*nh+2, m*nw+2, C): 1 zero before, 1 + the round-up to whole m x m
+    tiles after (a free view for channels_last x, then the pad)."""
+    _, _, H, W = x.shape
+    nh, nw = -(-H // m), -(-W // m)
+    return F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * m + 1 - W, 1, nh * m + 1 - H))
+
+
+def crop_and_bias(y: torch.Tensor, H: int, W: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """The padded output image (N, nh*m, nw*m, O) -> (N, O, H, W) (channels_last), plus bias."""
+    if y.shape[1] != H or y.shape[2] != W:
+        y = y[:, :H, :W].contiguous()
+    if bias is not None:
+        y = y + bias
+    return y.permute(0, 3, 1, 2)
+
+
+def _winograd_chunk(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None,
+                    m: int) -> torch.Tensor:
     """winograd_conv3x3 on one chunk, U = winograd_weight(weight, m) given."""
     N, C, H, W = x.shape
     O = U.shape[-1]
@@ -272,34 +199,19 @@ def _winograd_chunk(x: torch.Tensor, U: torch.Tensor, bias: torch.Tensor | None,
     a = m + 2
     nh, nw = -(-H // m), -(-W // m)
     T = N * nh * nw
-
-    # (N, H, W, C) is a free view for channels_last x; pad: 1 before, 1 + round-up after
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * m + 1 - W, 1, nh * m + 1 - H))
-    if transforms == "matmul":
-        # tiles d: position-major (a_k, a_l, T*C), one copy (overlap-add backward: _Tiles)
-        d = _Tiles.apply(xp, m).view(a, a * T * C)
-        # B^T d B: rows (k -> i) then columns (l -> j), both plain matmuls on this layout
-        V = (BT @ d).view(a, a, T * C)
-        V = torch.matmul(BT, V)  # (a_i, a_j, T*C): batched over i, contracts l
-    else:
-        # row k of every tile is a stride-m slice of xp; then column l of those
-        V = _InputTransformSums.apply(xp, m)  # (a_i * a_j, N, nh, nw, C)
+    # tiles d: position-major (a_k, a_l, T*C), one copy (overlap-add backward: _Tiles)
+    d = _Tiles.apply(pad_to_tiles(x, m), m).view(a, a * T * C)
+    # B^T d B: rows (k -> i) then columns (l -> j), both plain matmuls on this layout
+    V = (BT @ d).view(a, a, T * C)
+    V = torch.matmul(BT, V)  # (a_i, a_j, T*C): batched over i, contracts l
     # the element-wise product summed over C: one matmul over the a^2 positions
     M = torch.bmm(V.view(a * a, T, C), U)  # (a^2, T, O)
-    if transforms == "matmul":
-        # A^T M A: rows (i -> r) then columns (j -> s)
-        Y = (AT @ M.view(a, a * T * O)).view(m, a, T * O)
-        Y = torch.matmul(AT, Y)  # (m_r, m_s, T*O)
-        # (m_r, m_s, N, nh, nw, O) -> (N, nh, m_r, nw, m_s, O) -> image (N, nh*m, nw*m, O)
-        y = Y.view(m, m, N, nh, nw, O).permute(2, 3, 0, 4, 1, 5)
-    else:
-        y = _OutputTransformSums.apply(M.view(a, a, N, nh, nw, O), m)
-    y = y.reshape(N, nh * m, nw * m, O)
-    if nh * m != H or nw * m != W:
-        y = y[:, :H, :W].contiguous()
-    if bias is not None:
-        y = y + bias
-    return y.permute(0, 3, 1, 2)
+    # A^T M A: rows (i -> r) then columns (j -> s)
+    Y = (AT @ M.view(a, a * T * O)).view(m, a, T * O)
+    Y = torch.matmul(AT, Y)  # (m_r, m_s, T*O)
+    # (m_r, m_s, N, nh, nw, O) -> (N, nh, m_r, nw, m_s, O) -> image (N, nh*m, nw*m, O)
+    y = Y.view(m, m, N, nh, nw, O).permute(2, 3, 0, 4, 1, 5)
+    return crop_and_bias(y.reshape(N, nh * m, nw * m, O), H, W, bias)
 
 
 def autocast_active(device_type: str) -> bool:
@@ -362,8 +274,7 @@ class WinogradConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=1,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None, m: int = 2, transforms: str = "matmul",
-                 policy: str = "always"):
+                 device=None, dtype=None, m: int = 2, policy: str = "always"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, device, dtype)
         if (self.kernel_size != (3, 3) or self.stride != (1, 1) or self.padding != (1, 1)
@@ -372,30 +283,26 @@ class WinogradConv2d(nn.Conv2d):
                              "dilation 1, groups 1, zero padding")
         if m not in _MATRICES:
             raise ValueError(f"winograd tile size m must be 2 or 4; got {m!r}")
-        if transforms not in ("matmul", "sums"):
-            raise ValueError(f"transforms must be 'matmul' or 'sums'; got {transforms!r}")
         if policy not in ("always", "auto"):
             raise ValueError(f"policy must be 'always' or 'auto'; got {policy!r}")
-        self.m, self.transforms, self.policy = m, transforms, policy
+        self.m, self.policy = m, policy
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, m: int = 2, transforms: str = "matmul",
-                  policy: str = "always") -> WinogradConv2d:
+    def from_conv(cls, conv: nn.Conv2d, m: int = 2, policy: str = "always") -> WinogradConv2d:
         """A WinogradConv2d sharing ``conv``'s parameter tensors (no copy)."""
         new = cls(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
-                  device=conv.weight.device, dtype=conv.weight.dtype, m=m,
-                  transforms=transforms, policy=policy)
+                  device=conv.weight.device, dtype=conv.weight.dtype, m=m, policy=policy)
         new.weight = conv.weight
         new.bias = conv.bias
         return new
 
     def extra_repr(self) -> str:
         return (super().extra_repr()
-                + f", m={self.m}, transforms={self.transforms!r}, policy={self.policy!r}")
+                + f", m={self.m}, policy={self.policy!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.policy == "auto" and not winograd_pays(
                 x, self.out_channels,
                 torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return super().forward(x)
-        return winograd_conv3x3(x, self.weight, self.bias, self.m, self.transforms)
+        return winograd_conv3x3(x, self.weight, self.bias, self.m)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from .. import nets
 from ..data import Dataset, load_dataset
 from ..denoiser import Denoiser
 from ..distributed import Dist
@@ -43,6 +42,7 @@ from .checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
+from .compile import maybe_compile
 from .config import TrainConfig
 from .ema import EMA
 from .lock import RunLock
@@ -276,7 +276,7 @@ def _parallel(net: torch.nn.Module, cfg: TrainConfig, dist: Dist, device: str,
             dev = torch.device("cuda", torch.cuda.current_device())
         model = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     # compile the DDP wrapper, not the other way round (torch's DDPOptimizer needs to see it)
-    return nets.maybe_compile(model, cfg.compile)
+    return maybe_compile(model, cfg.compile)
 
 
 # --- resume and checkpoints -----------------------------------------------------------------
