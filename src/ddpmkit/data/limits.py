@@ -71,8 +71,8 @@ def _npy_header(fp, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
     except ValueError as e:
         raise InputError(f"{where}: not a readable .npy array header ({e})") from None
     if dtype.hasobject:
-        raise InputError(f"{where}: holds Python objects, which need pickle; save plain "
-                         "numeric arrays")
+        raise InputError(f"{where}: holds Python objects, which cannot load without pickle; "
+                         "save plain numeric arrays")
     return tuple(int(s) for s in shape), dtype, fp.tell()
 
 
