@@ -39,9 +39,9 @@ def generate(denoiser: Denoiser, data_shape: Sequence[int], n: int, *,
     out, meta = [], {}
     it = mine
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress as progress_bar
 
-        it = tqdm(mine, desc=f"sampling ({sampler})", unit="chunk")
+        it = progress_bar(mine, desc=f"sampling ({sampler})", unit="chunk")
     for i in it:
         size = min(chunk, n - i * chunk)
         gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, i))

@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("DDPMKIT_DEBUG", "") not in ("", "0")
+    if getattr(args, "quiet", False):
+        os.environ["DDPMKIT_PROGRESS"] = "off"  # every progress bar goes through ddpmkit.progress
     try:
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)

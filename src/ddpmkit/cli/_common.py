@@ -63,6 +63,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="where to run (default auto: cuda if available)")
     p.add_argument("--json", action="store_true", help="print a machine-readable JSON result")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or status lines (the result is still printed)")
 
 
 def resolve_device(name: str) -> str:

@@ -117,9 +117,9 @@ def sample(denoiser, shape: Sequence[int] | None = None, *, sampler: str = "ance
 
 
 def _progress_bar(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, desc=desc, unit="step", leave=False)
+    return progress(total=total, desc=desc, unit="step", leave=False)
 
 
 def _named(name: str) -> Callable[..., SampleResult]:

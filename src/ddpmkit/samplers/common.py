@@ -123,12 +123,12 @@ def apply_x0_policy(x0: torch.Tensor, policy: ClipPolicy = "none",
 
 
 def progress_iter(items: Iterable, total: int, progress: bool, desc: str) -> Iterable:
-    """``items``, under a tqdm bar when ``progress``."""
+    """``items``, under a progress bar (status lines off a terminal) when ``progress``."""
     if not progress:
         return items
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
-    return tqdm(items, total=total, desc=desc, unit="step", leave=False)
+    return progress_bar(items, total=total, desc=desc, unit="step", leave=False)
 
 
 # ---- the steps several cores share ---------------------------------------------------------

@@ -462,9 +462,9 @@ def _say(msg: str, dist: Dist) -> None:
 
 
 def _progress_bar(total: int | None, step: int):
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
-    return tqdm(total=total, initial=step, unit="step", desc="train", dynamic_ncols=True)
+    return progress(total=total, initial=step, unit="step", desc="train")
 
 
 def _show(bar, last: float | None) -> None:
