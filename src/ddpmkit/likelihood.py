@@ -47,7 +47,8 @@ class DecoderSpec:
     the bundled digits), discretized Gaussian around x0_hat(x_1, 1). ``kind="levels"``: the
     exact K-level decoder P(x0 = v_k | x_1) proportional to q(x_1 | v_k) (no network; VDM).
     ``kind="gaussian"``: continuous Gaussian density for real-valued data. ``variance`` is
-    sigma_1^2 of the Gaussian decoders; None means beta_1 (mmse_1 with the analytic variance).
+    sigma_1^2 of the Gaussian decoders; None means beta_1 (for ``gaussian`` with the analytic
+    variance: mmse_1).
     """
 
     kind: Decoder = "discrete"
@@ -64,10 +65,16 @@ class DecoderSpec:
             raise InputError(f"decoder variance must be > 0; got {self.variance}")
 
     def resolved_variance(self, denoiser: Denoiser, mmse: torch.Tensor | None = None) -> float:
-        """sigma_1^2: the given variance, else mmse_1 when ``mmse`` is given, else beta_1."""
+        """sigma_1^2: the given variance; else, for the continuous Gaussian decoder with the
+        analytic variance (``mmse`` given), mmse_1, the optimum for Gaussian errors; else beta_1.
+
+        The discretized decoder keeps beta_1 under the analytic variance: a denoiser's errors at
+        t = 1 are heavy-tailed (most pixels exact, a few a level off), and a variance fitted to
+        their mean square prices the rare misses far too high (measured: docs/likelihood.md).
+        """
         if self.variance is not None:
             return float(self.variance)
-        if mmse is not None and float(mmse[1]) > 0:
+        if mmse is not None and self.kind == "gaussian" and float(mmse[1]) > 0:
             return float(mmse[1])
         return float(denoiser.schedule.beta[1])
 
