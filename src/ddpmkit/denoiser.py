@@ -61,12 +61,14 @@ class Denoiser(nn.Module):
     def T(self) -> int:
         return self.schedule.T
 
-    def raw(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """The network's own output (in its parameterization), shape checked."""
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor | int,
+            y: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's own output (in its parameterization), shape checked. ``y``: class
+        labels (B,) for a class-conditional net (None: unconditional, the null class)."""
         t = D.as_timesteps(t, x_t, self.T)
         if self.parameterization == "edm":  # the net sees x_t at unit scale: c_in x_t
             x_t = D.edm_coefficients(self.schedule, t, x_t, self.sigma_data)[0] * x_t
-        out = self.net(x_t, t)
+        out = self.net(x_t, t) if y is None else self.net(x_t, t, y)
         if hasattr(out, "sample") and not isinstance(out, torch.Tensor):
             out = out.sample  # diffusers' UNet2DOutput
         if not isinstance(out, torch.Tensor) or out.shape != x_t.shape:
@@ -77,34 +79,94 @@ class Denoiser(nn.Module):
             )
         return out
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int,
+                y: torch.Tensor | None = None) -> torch.Tensor:
         """x0_hat(x_t, t), (B, ...)."""
-        return self.x0_hat(x_t, t)
+        return self.x0_hat(x_t, t, y)
 
-    def x0_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """The estimate of the clean data, E[x_0 | x_t] for a perfect model."""
+    def x0_hat(self, x_t: torch.Tensor, t: torch.Tensor | int,
+               y: torch.Tensor | None = None) -> torch.Tensor:
+        """The estimate of the clean data, E[x_0 | x_t] (E[x_0 | x_t, y] given labels y) for a
+        perfect model."""
         t = D.as_timesteps(t, x_t, self.T)
-        pred = self.raw(x_t, t).to(x_t.dtype)
+        pred = self.raw(x_t, t, y).to(x_t.dtype)
         return D.x0_from_prediction(self.schedule, x_t, pred, t, self.parameterization,
                                     self.sigma_data)
 
-    def eps_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    def eps_hat(self, x_t: torch.Tensor, t: torch.Tensor | int,
+                y: torch.Tensor | None = None) -> torch.Tensor:
         """eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t)."""
         t = D.as_timesteps(t, x_t, self.T)
-        if self.parameterization == "eps":
-            return self.raw(x_t, t).to(x_t.dtype)
-        return D.eps_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)
+        if self.parameterization == "eps" and type(self) is Denoiser:
+            return self.raw(x_t, t, y).to(x_t.dtype)
+        return D.eps_from_x0(self.schedule, x_t, self.x0_hat(x_t, t, y), t)
 
-    def v_hat(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    def v_hat(self, x_t: torch.Tensor, t: torch.Tensor | int,
+              y: torch.Tensor | None = None) -> torch.Tensor:
         """v_hat = (sqrt(alpha_bar_t) x_t - x0_hat) / sqrt(1 - alpha_bar_t)."""
         t = D.as_timesteps(t, x_t, self.T)
-        if self.parameterization == "v":
-            return self.raw(x_t, t).to(x_t.dtype)
-        return D.v_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)
+        if self.parameterization == "v" and type(self) is Denoiser:
+            return self.raw(x_t, t, y).to(x_t.dtype)
+        return D.v_from_x0(self.schedule, x_t, self.x0_hat(x_t, t, y), t)
 
-    def mu(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    def mu(self, x_t: torch.Tensor, t: torch.Tensor | int,
+           y: torch.Tensor | None = None) -> torch.Tensor:
         """mu_theta(x_t, t) = c_xt(t) x_t + c_x0(t) x0_hat on the full chain."""
         t = D.as_timesteps(t, x_t, self.T)
-        if self.parameterization == "mu":
-            return self.raw(x_t, t).to(x_t.dtype)
-        return D.mu_from_x0(self.schedule, x_t, self.x0_hat(x_t, t), t)
+        if self.parameterization == "mu" and type(self) is Denoiser:
+            return self.raw(x_t, t, y).to(x_t.dtype)
+        return D.mu_from_x0(self.schedule, x_t, self.x0_hat(x_t, t, y), t)
+
+    @property
+    def num_classes(self) -> int:
+        """K of a class-conditional net (its config's ``num_classes``), 0 if unconditional."""
+        cfg = getattr(self.net, "cfg", None)
+        return int(getattr(cfg, "num_classes", 0) or 0)
+
+    def conditioned(self, y: torch.Tensor, guidance: float = 0.0) -> GuidedDenoiser:
+        """This denoiser with the labels ``y`` (B,) fixed, and classifier-free guidance
+        ``guidance`` (see :class:`GuidedDenoiser`): what a sampler needs to draw class y."""
+        return GuidedDenoiser(self, y, guidance)
+
+
+class GuidedDenoiser(Denoiser):
+    """A class-conditional denoiser with its labels y (B,) fixed and guidance weight w >= 0:
+
+        x0_hat(x_t, t) = x0_hat(x_t, t, y) + w (x0_hat(x_t, t, y) - x0_hat(x_t, t, null))
+
+    (Ho & Salimans 2021; in the form x0(null) + s (x0(y) - x0(null)) the scale is s = 1 + w).
+    w = 0 is the denoiser of p(x_0 | y), whose C_t-weighted regression is the ELBO of
+    -log p(x_0 | y). For w > 0 it is the denoiser of no distribution (docs/theory.md): the bound
+    no longer applies, which is why the likelihood only ever uses w = 0. Both halves run in one
+    network call of twice the batch. Samplers see it as any other Denoiser.
+    """
+
+    def __init__(self, base: Denoiser, y: torch.Tensor, guidance: float = 0.0) -> None:
+        super().__init__(base.net, base.schedule, base.parameterization, base.sigma_data)
+        k = base.num_classes
+        if k < 1:
+            raise InputError("this run's denoiser is unconditional: it cannot draw a class; "
+                             "train one with --conditional")
+        y = torch.as_tensor(y)
+        if y.dtype.is_floating_point or y.dim() != 1:
+            raise InputError(f"labels must be whole numbers of shape (B,); got {y.dtype} "
+                             f"{tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise InputError(f"class {int(y.max()) if int(y.max()) >= k else int(y.min())} is "
+                             f"not one of this model's classes 0..{k - 1}")
+        if not (isinstance(guidance, (int, float)) and guidance >= 0):
+            raise InputError(f"guidance must be a number >= 0; got {guidance!r}")
+        self.y, self.guidance, self.null = y.to(torch.int64), float(guidance), k
+
+    def x0_hat(self, x_t: torch.Tensor, t: torch.Tensor | int,
+               y: torch.Tensor | None = None) -> torch.Tensor:
+        y = (self.y if y is None else y).to(x_t.device)
+        if y.shape != (x_t.shape[0],):
+            raise InputError(f"{y.numel()} labels for a batch of {x_t.shape[0]}")
+        if self.guidance == 0.0:
+            return super().x0_hat(x_t, t, y)
+        t = D.as_timesteps(t, x_t, self.T)
+        both = super().x0_hat(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                              torch.cat([y, torch.full_like(y, self.null)]))
+        cond, unc = both.chunk(2)
+        return cond + self.guidance * (cond - unc)

@@ -72,7 +72,9 @@ def run_mmse(loaded: Loaded, data: Dataset, *, device: str = "cpu", save: bool =
         except (OSError, ValueError):
             pass  # recompute
     t0 = time.perf_counter()
-    mmse = fit_mmse(loaded.denoiser, data.train.to(device), seed=seed, progress=progress).cpu()
+    labels = data.train_labels if loaded.run.config.conditional else None
+    mmse = fit_mmse(loaded.denoiser, data.train.to(device), seed=seed, progress=progress,
+                    labels=labels).cpu()
     rec = {"mmse": mmse.tolist(), "split": "train", "seed": seed, "knots": 100, "n": 256,
            "seconds": time.perf_counter() - t0, **provenance(loaded)}
     if save and os.access(loaded.run_dir, os.W_OK):
@@ -85,7 +87,7 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
              estimator: ELBOEstimator | None = None, seed: int = 0, device: str = "cpu",
              progress: bool = False, dataset: Dataset | None = None, limit: int | None = None,
              dist: Dist | None = None, save_mmse: bool = True,
-             **settings: Any) -> dict[str, Any]:
+             condition: bool | None = None, **settings: Any) -> dict[str, Any]:
     """-ELBO in bits/dim on a split, with its terms, the rate/distortion split and its cost.
 
     ``estimator``: every setting (:class:`ddpmkit.likelihood.ELBOEstimator`, its defaults if
@@ -94,13 +96,24 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
     denoiser's mmse_t on the training split first (cached in RUN_DIR/eval, see
     :func:`run_mmse`). ``dist`` (torchrun): the batches are shared out by ownership and the
     numbers are those of one process, bit for bit on the same hardware. The result records
-    the estimator whole under ``"estimator"``."""
+    the estimator whole under ``"estimator"``. A class-conditional run is evaluated given the
+    split's true labels, -log p(x_0 | y) with guidance 0 (``condition=False``: with the null
+    class, -log p(x_0) of the same net); the result says which under ``"conditional"``."""
     data = dataset or run_dataset(loaded)
     x = data.test if split == "test" else data.train
     if x is None:
         raise InputError(f"{data.name} has no {split} split; use --split train")
+    y = None
+    condition = loaded.run.config.conditional if condition is None else condition
+    if condition:
+        if not loaded.run.config.conditional:
+            raise InputError("this run is unconditional: it has no -log p(x | y) to evaluate")
+        y = data.test_labels if split == "test" else data.train_labels
+        if y is None:
+            raise InputError(f"{data.name}'s {split} split has no labels for -log p(x | y)")
     if limit is not None:
         x = x[:limit]
+        y = None if y is None else y[:limit]
     est = data_estimator((estimator or ELBOEstimator()).replace(**settings), data)
     mmse, mmse_rec = None, None
     if est.variance == "analytic":
@@ -108,7 +121,7 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
                                   save=save_mmse and (dist is None or dist.is_main))
     t0 = time.perf_counter()
     res = est.evaluate(loaded.denoiser, x.to(device), seed=seed, mmse=mmse, dist=dist,
-                       progress=progress)
+                       progress=progress, labels=y)
     seconds = time.perf_counter() - t0
     out = res.as_dict()
     if res.by_t_bpd is not None:
@@ -124,6 +137,8 @@ def eval_bpd(loaded: Loaded, *, split: Literal["test", "train"] = "test",
             "per_stratum": est.per_stratum if est.method == "stratified" else None,
             "proposal": est.proposal if est.method == "stratified" else None,
             "mmse_seconds": mmse_rec["seconds"] if mmse_rec else None,
+            "conditional": bool(condition),
+            "run_conditional": bool(loaded.run.config.conditional),
             **provenance(loaded)}
 
 
@@ -261,6 +276,8 @@ def eval_name(result: dict[str, Any]) -> str:
         var = f"_{est['variance']}" if est.get("variance", "small") != "small" else ""
         kind = (est.get("decoder") or {}).get("kind", "discrete")
         dec = f"_dec-{kind}" if kind == "levels" else ""
+        if result.get("conditional") is False and result.get("run_conditional"):
+            dec += "_uncond"
         return (f"bpd_{result['method']}{strata}{var}{dec}_{result['split']}{lim}"
                 f"_seed{result['seed']}_{tail}")
     steps = result.get("steps") or "all"

@@ -25,14 +25,22 @@ def generate(denoiser: Denoiser, data_shape: Sequence[int], n: int, *,
              sampler: str = "ancestral", steps: int | None = None, spacing: str = "uniform",
              clip: str = "none", seed: int = 0, chunk: int = 256, device: str = "cpu",
              progress: bool = False, rank: int = 0, world: int = 1,
+             labels: torch.Tensor | None = None, guidance: float = 0.0,
              **sampler_kwargs: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """(samples (n_local, *data_shape) on CPU, meta). n_local = n when world = 1.
 
     With world > 1 each rank returns its own chunks, in chunk order; gather them with
-    :func:`assemble` to get the same tensor as one process would.
+    :func:`assemble` to get the same tensor as one process would. ``labels`` (n,): the class of
+    each sample, for a class-conditional denoiser, with classifier-free ``guidance`` w
+    (:class:`ddpmkit.denoiser.GuidedDenoiser`); the chunks see their slice of them.
     """
     if n < 1:
         raise InputError(f"n must be >= 1; got {n}")
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if labels.shape != (n,):
+            raise InputError(f"{labels.numel()} labels for {n} samples")
+        denoiser.conditioned(labels[:1], guidance)  # bad classes fail before any work
     get_sampler(sampler)  # an unknown name fails before any work, on every rank
     n_chunks = (n + chunk - 1) // chunk
     mine = list(range(rank, n_chunks, world))
@@ -45,11 +53,15 @@ def generate(denoiser: Denoiser, data_shape: Sequence[int], n: int, *,
     for i in it:
         size = min(chunk, n - i * chunk)
         gen = torch.Generator(device=device).manual_seed(chunk_seed(seed, i))
-        res = sample(denoiser, (size, *data_shape), sampler=sampler, steps=steps,
+        den = denoiser if labels is None else denoiser.conditioned(
+            labels[i * chunk:i * chunk + size], guidance)
+        res = sample(den, (size, *data_shape), sampler=sampler, steps=steps,
                      spacing=spacing, clip=clip, generator=gen, device=device, **sampler_kwargs)
         out.append(res.x.detach().float().cpu())
         meta = res.meta
     meta = {**meta, "seed": seed, "n": n, "chunk": chunk}
+    if labels is not None:
+        meta |= {"guidance": guidance, "classes": sorted(set(labels.tolist()))}
     if not out:
         return torch.empty(0, *data_shape), meta
     return torch.cat(out), meta

@@ -80,7 +80,8 @@ class DecoderSpec:
 
 
 def decoder_nll(denoiser: Denoiser, x0: torch.Tensor, x1: torch.Tensor,
-                decoder: DecoderSpec, mmse: torch.Tensor | None = None) -> torch.Tensor:
+                decoder: DecoderSpec, mmse: torch.Tensor | None = None,
+                y: torch.Tensor | None = None) -> torch.Tensor:
     """-log p(x_0 | x_1) per example, (B,), in nats; the mean is mu_theta(x_1, 1) = x0_hat."""
     if decoder.kind == "levels":
         sched = denoiser.schedule
@@ -89,7 +90,7 @@ def decoder_nll(denoiser: Denoiser, x0: torch.Tensor, x1: torch.Tensor,
                                      decoder.levels)
         return -ll.flatten(1).sum(1)
     # at t = 1: alpha_bar_0 = 1 gives c_xt = 0 and c_x0 = 1, so the model mean is x0_hat itself
-    mean = denoiser.x0_hat(x1, 1)
+    mean = denoiser.x0_hat(x1, 1, y)
     var = decoder.resolved_variance(denoiser, mmse)
     if decoder.kind == "discrete":
         ll = D.discretized_gaussian_log_likelihood(x0, mean, 0.5 * math.log(var), decoder.levels)
@@ -100,13 +101,14 @@ def decoder_nll(denoiser: Denoiser, x0: torch.Tensor, x1: torch.Tensor,
 
 def consistency_term(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor,
                      noise: torch.Tensor, variance: D.Variance = "small",
-                     mmse: torch.Tensor | None = None) -> torch.Tensor:
+                     mmse: torch.Tensor | None = None,
+                     y: torch.Tensor | None = None) -> torch.Tensor:
     """One-draw estimate of L_t = D m_t + w_t ||x0_hat(x_t, t) - x_0||^2, (B,), for t >= 2."""
     sched = denoiser.schedule
     if int(t.min()) < 2:
         raise InputError("consistency terms are defined for t >= 2; t = 1 is the decoder")
     x_t = D.q_sample(sched, x0, t, noise)
-    x0_hat = denoiser.x0_hat(x_t, t)
+    x0_hat = denoiser.x0_hat(x_t, t, y)
     sq = ((x0_hat - x0) ** 2).flatten(1).sum(1).double()
     w = D.kl_x0_weight(sched, variance, mmse).to(t.device)[t]
     m = D.variance_mismatch(sched, variance, mmse).to(t.device)[t]
@@ -263,8 +265,9 @@ class ELBOEstimator:
     @torch.no_grad()
     def terms(self, denoiser: Denoiser, x0: torch.Tensor, *,
               generator: torch.Generator | None = None,
-              mmse: torch.Tensor | None = None) -> ELBOTerms:
-        """The terms of -ELBO(x_0) for a batch x0 (B, ...), nats, float64.
+              mmse: torch.Tensor | None = None, y: torch.Tensor | None = None) -> ELBOTerms:
+        """The terms of -ELBO(x_0) for a batch x0 (B, ...), nats, float64; with labels y (B,)
+        of a class-conditional denoiser, the terms of -ELBO(x_0 | y).
 
         ``exact``: every t = 2..T with one x_t draw each (t values are batched together so that
         one network call sees about ``max_batch`` examples). ``stratified``: per example
@@ -289,8 +292,9 @@ class ELBOEstimator:
                 ts = torch.arange(lo, min(lo + chunk, T + 1), device=x0.device)
                 t = ts.repeat_interleave(B)
                 xr = x0.repeat(ts.numel(), *([1] * (x0.dim() - 1)))
+                yr = None if y is None else y.repeat(ts.numel())
                 term = consistency_term(denoiser, xr, t, _randn(xr.shape, x0, generator),
-                                        self.variance, mm)
+                                        self.variance, mm, yr)
                 cons[:, lo:lo + ts.numel()] = term.reshape(ts.numel(), B).T
         elif T >= 2:
             edges = torch.linspace(2, T + 1, min(self.strata, T - 1) + 1).round().long().tolist()
@@ -302,18 +306,19 @@ class ELBOEstimator:
                     k = torch.multinomial(p, B, replacement=True, generator=_cpu(generator))
                     t = (lo + k).to(x0.device)
                     term = consistency_term(denoiser, x0, t, _randn(x0.shape, x0, generator),
-                                            self.variance, mm)
+                                            self.variance, mm, y)
                     # unbiased: E_q[L_t / q(t)] = sum_t L_t over the stratum
                     cons[rows, t] += term / (p[k].to(term.device) * self.per_stratum)
         t1 = torch.ones(B, dtype=torch.int64, device=x0.device)
         x1 = D.q_sample(sched, x0, t1, _randn(x0.shape, x0, generator))
-        dec = decoder_nll(denoiser, x0, x1, self.decoder, mm).double()
+        dec = decoder_nll(denoiser, x0, x1, self.decoder, mm, y).double()
         return ELBOTerms(prior=prior, consistency_by_t=cons, decoder=dec, dims=dims)
 
     def evaluate(self, denoiser: Denoiser, data: torch.Tensor, *, seed: int = 0,
-                 mmse: torch.Tensor | None = None, dist: Any = None,
-                 progress: bool = False) -> NLLResult:
-        """Mean -ELBO of ``data`` (N, ...) in bits/dim, reproducible from ``seed``.
+                 mmse: torch.Tensor | None = None, dist: Any = None, progress: bool = False,
+                 labels: torch.Tensor | None = None) -> NLLResult:
+        """Mean -ELBO of ``data`` (N, ...) in bits/dim, reproducible from ``seed``; with
+        ``labels`` (N,) of a class-conditional denoiser, of -log p(x_0 | y) (guidance 0).
 
         One generator (seeded with ``seed``) runs through the batches in order. Under torchrun
         (``dist``: a :class:`ddpmkit.distributed.Dist`) batch i is *owned* by rank i mod world:
@@ -323,6 +328,8 @@ class ELBOEstimator:
         """
         if data.shape[0] == 0:
             raise InputError("no examples to evaluate: the data split is empty")
+        if labels is not None and labels.shape != (data.shape[0],):
+            raise InputError(f"{labels.numel()} labels for {data.shape[0]} examples")
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         gen = torch.Generator(device=data.device).manual_seed(seed)
         skip = _without_network(denoiser) if world > 1 else None
@@ -334,10 +341,11 @@ class ELBOEstimator:
             todo = progress_bar(todo, desc=f"-ELBO ({self.method})", unit="batch")
         for i in todo:
             x0 = data[i * B:(i + 1) * B]
+            y = None if labels is None else labels[i * B:(i + 1) * B].to(data.device)
             if i % world != rank:
                 self.terms(skip, x0, generator=gen, mmse=mmse)  # the draws only
                 continue
-            terms = self.terms(denoiser, x0, generator=gen, mmse=mmse)
+            terms = self.terms(denoiser, x0, generator=gen, mmse=mmse, y=y)
             rows.append(torch.stack([terms.total, terms.prior, terms.consistency,
                                      terms.decoder], 1))
             by_t.append(terms.consistency_by_t.sum(0)[None])
@@ -362,7 +370,7 @@ class ELBOEstimator:
 def _without_network(denoiser: Denoiser) -> Denoiser:
     """The same Denoiser (schedule, parameterization, so the same proposal and draws) with a
     network that returns zeros: it makes exactly the random draws the real one would."""
-    return Denoiser(lambda x, t: torch.zeros_like(x), denoiser.schedule,
+    return Denoiser(lambda x, t, y=None: torch.zeros_like(x), denoiser.schedule,
                     denoiser.parameterization, denoiser.sigma_data)
 
 
@@ -386,10 +394,11 @@ def elbo_terms(denoiser: Denoiser, x0: torch.Tensor, *, generator: torch.Generat
 
 def negative_elbo_bpd(denoiser: Denoiser, data: torch.Tensor, *, seed: int = 0,
                       mmse: torch.Tensor | None = None, progress: bool = False,
-                      dist: Any = None, **settings: Any) -> NLLResult:
+                      dist: Any = None, labels: torch.Tensor | None = None,
+                      **settings: Any) -> NLLResult:
     """:meth:`ELBOEstimator.evaluate` with the estimator's settings as keywords."""
     return ELBOEstimator(**settings).evaluate(denoiser, data, seed=seed, mmse=mmse, dist=dist,
-                                              progress=progress)
+                                              progress=progress, labels=labels)
 
 
 def summarize_nll(total: torch.Tensor, prior: torch.Tensor, consistency: torch.Tensor,
@@ -413,14 +422,16 @@ def summarize_nll(total: torch.Tensor, prior: torch.Tensor, consistency: torch.T
 
 @torch.no_grad()
 def fit_mmse(denoiser: Denoiser, data: torch.Tensor, *, knots: int = 100, n: int = 256,
-             batch_size: int = 4096, seed: int = 0, progress: bool = False) -> torch.Tensor:
+             batch_size: int = 4096, seed: int = 0, progress: bool = False,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
     """mmse_t = E||x0_hat(x_t, t) - x_0||^2 / D, the denoiser's own error, float64 (T+1,).
 
     Measured on ``n`` examples of ``data`` (use the training split: the variance is then a
     property of the model, not of the test set) at ``knots`` values of t spread evenly in
     log-SNR (always t = 1 and t = T), and interpolated linearly in (log-SNR, log mmse) in
     between; t = 1 and the knots themselves are measured, not interpolated. Index 0 is 0.
-    The x_t draws come from a generator seeded with ``seed``.
+    The x_t draws come from a generator seeded with ``seed``. ``labels`` (N,): the error of a
+    class-conditional denoiser given the true classes.
     """
     from .schedules import spaced_timesteps
 
@@ -430,6 +441,7 @@ def fit_mmse(denoiser: Denoiser, data: torch.Tensor, *, knots: int = 100, n: int
     gen = torch.Generator(device=data.device).manual_seed(seed)
     idx = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     x0 = data[idx.to(data.device)]
+    y0 = None if labels is None else labels[idx].to(data.device)
     ks = sorted(set([1] + spaced_timesteps(denoiser.schedule, min(knots, T), "logsnr")))
     per = max(1, batch_size // x0.shape[0])
     vals = []
@@ -440,8 +452,9 @@ def fit_mmse(denoiser: Denoiser, data: torch.Tensor, *, knots: int = 100, n: int
         ts = torch.tensor(ks[lo:lo + per], device=data.device)
         t = ts.repeat_interleave(x0.shape[0])
         xr = x0.repeat(ts.numel(), *([1] * (x0.dim() - 1)))
+        yr = None if y0 is None else y0.repeat(ts.numel())
         x_t = D.q_sample(denoiser.schedule, xr, t, _randn(xr.shape, xr, gen))
-        err = ((denoiser.x0_hat(x_t, t) - xr) ** 2).flatten(1).mean(1).double()
+        err = ((denoiser.x0_hat(x_t, t, yr) - xr) ** 2).flatten(1).mean(1).double()
         vals.append(err.reshape(ts.numel(), -1).mean(1).cpu())
     at = torch.cat(vals).clamp(min=1e-30)
     lam = denoiser.schedule.log_snr

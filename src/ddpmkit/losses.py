@@ -202,15 +202,16 @@ class LossOutput:
 
 def diffusion_loss(denoiser, x0: torch.Tensor, weights: torch.Tensor, t: torch.Tensor,
                    noise: torch.Tensor, importance: torch.Tensor | None = None,
-                   normalizer: float = 1.0) -> LossOutput:
+                   normalizer: float = 1.0, y: torch.Tensor | None = None) -> LossOutput:
     """E[w(t) ||x0_hat(x_t, t) - x_0||^2 / D] / normalizer, optionally importance-weighted.
 
     x0, noise: (B, ...); t: int64 (B,); weights: float64 (T+1,) from :func:`loss_weights`;
     importance: (B,) = 1/(T p(t)) when t is not uniform. ``normalizer`` rescales to a
     convenient magnitude (e.g. the mean of w over t) without changing the minimiser.
+    y: class labels (B,) of a class-conditional denoiser (the null class where dropped).
     """
     x_t = D.q_sample(denoiser.schedule, x0, t, noise)
-    x0_hat = denoiser.x0_hat(x_t, t)
+    x0_hat = denoiser.x0_hat(x_t, t) if y is None else denoiser.x0_hat(x_t, t, y)
     # half-precision outputs (bf16 autocast) are promoted; float32/float64 stay as they are
     dtype = torch.promote_types(x0.dtype, torch.float32)
     mse = ((x0_hat.to(dtype) - x0.to(dtype)) ** 2).flatten(1).mean(1)

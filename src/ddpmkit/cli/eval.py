@@ -66,6 +66,9 @@ def add_parser(sub) -> None:
                    help="t = 1 decoder for data on K levels: discrete = discretized Gaussian "
                         "around x0_hat (default), levels = the exact K-level decoder "
                         "q(x_1|x_0) normalised over the K values (VDM)")
+    p.add_argument("--unconditional", action="store_true",
+                   help="a class-conditional run: evaluate -log p(x) with the null class "
+                        "instead of -log p(x | y) with the true labels (the default)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"examples per batch for --bpd (default {EST.batch_size}, as the demo; "
                         "the random draws depend on it)")
@@ -138,7 +141,7 @@ def _run(args, dist, device: str) -> int:
     if method is not None:
         res = eval_bpd(loaded, split=args.split, estimator=estimator_from_args(args, method),
                        seed=args.seed, device=device, progress=progress, limit=args.limit,
-                       dist=dist)
+                       dist=dist, condition=False if args.unconditional else None)
 
         def store_bpd() -> None:
             if save:
@@ -196,6 +199,10 @@ def summary_lines(out: dict) -> list[str]:
         how = (f"{b['strata']} strata x {b['per_stratum']}, t ~ {b['proposal']}"
                if b["method"] == "stratified" else "all T terms")
         how += f"; variance {b.get('variance', 'small')}, decoder {b['decoder']['kind']}"
+        if b.get("conditional"):
+            how += "; -log p(x | y) with the true labels"
+        elif b.get("run_conditional"):
+            how += "; -log p(x) with the null class"
         t = b["terms_bpd"]
         lines += [
             f"{b['split']} bits/dim: {b['bpd']:.4f} +- {b['se_bpd']:.4f} ({b['method']}, {how}; "

@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   ddpmkit sample runs/digits --sampler ancestral --out s.npz   # Ho's reverse process, all T
   ddpmkit sample runs/digits/checkpoints/step_0002000 --sampler dpmpp2m --steps 10 --out s.npz
   torchrun --nproc_per_node=2 -m ddpmkit sample runs/digits --num-samples 4096 --out s.npz
+  ddpmkit sample runs/cond --class 7 --n 64 --out sevens.png           # a --conditional run
+  ddpmkit sample runs/cond --classes 0,1,2,3,4,5,6,7,8,9 --n 100 --guidance 2 --out grid.png
 """
 
 
@@ -46,11 +48,55 @@ def add_parser(sub) -> None:
                    help="number of samples (default 64; write --num-samples under torchrun)")
     p.add_argument("--batch-size", type=positive_int, default=256,
                    help="samples per chunk (default 256)")
+    cls = p.add_mutually_exclusive_group()
+    cls.add_argument("--class", dest="cls", type=int, metavar="K",
+                     help="a class-conditional run: every sample of class K")
+    cls.add_argument("--classes", metavar="K1,K2,...",
+                     help="a class-conditional run: n/len samples of each class, in this order "
+                          "(a .png shows one class per row when n/len is the row length); "
+                          "default for conditional runs: all classes")
+    p.add_argument("--guidance", type=float, default=0.0, metavar="W",
+                   help="classifier-free guidance w >= 0: x0 = x0(y) + w (x0(y) - x0(none)) "
+                        "(default 0: the model of p(x | y), whose bound the likelihood uses)")
     p.add_argument("--out", required=True, metavar="F.npz|F.png")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--no-progress", action="store_true")
     add_common(p)
     p.set_defaults(func=run)
+
+
+def sample_labels(args, loaded):
+    """The class of each of the n samples (None for an unconditional run without --class)."""
+    import torch
+
+    k = int(loaded.run.data.get("num_classes", 0) or 0)
+    if args.cls is None and args.classes is None:
+        if not k:
+            if args.guidance:
+                raise InputError("--guidance needs a class-conditional run (train with "
+                                 "--conditional) and a --class or --classes")
+            return None
+        classes = list(range(k))
+    elif not k:
+        raise InputError(f"{loaded.run_dir} is unconditional: it cannot draw a class; train one "
+                         "with 'ddpmkit train --conditional'")
+    elif args.cls is not None:
+        classes = [args.cls]
+    else:
+        try:
+            classes = [int(c) for c in args.classes.split(",")]
+        except ValueError:
+            raise InputError(f"--classes {args.classes!r} must be class numbers like 0,3,7") \
+                from None
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad:
+        names = loaded.run.data.get("class_names") or []
+        raise InputError(f"class {bad[0]} is not one of this run's {k} classes 0..{k - 1}"
+                         + (f" ({', '.join(names[:10])})" if names else ""))
+    if not args.guidance >= 0:
+        raise InputError(f"--guidance must be >= 0; got {args.guidance}")
+    per = -(-args.n // len(classes))
+    return torch.tensor(classes).repeat_interleave(per)[:args.n]
 
 
 def run(args) -> int:
@@ -78,11 +124,13 @@ def run(args) -> int:
             args.steps = min(DEFAULT_STEPS, loaded.denoiser.T)
         if args.steps and args.steps > loaded.denoiser.T:
             raise InputError(f"--steps {args.steps} exceeds the model's T = {loaded.denoiser.T}")
+        labels = sample_labels(args, loaded)
         x, meta = generate_sharded(
             loaded.denoiser, loaded.run.data["shape"], args.n, dist, sampler=args.sampler,
             steps=args.steps, spacing=args.spacing, clip=clip, seed=args.seed,
             chunk=args.batch_size, device=device,
-            progress=not args.no_progress and not args.json)
+            progress=not args.no_progress and not args.json, labels=labels,
+            guidance=args.guidance)
     finally:
         dist.close()
     if not dist.is_main:
@@ -92,8 +140,10 @@ def run(args) -> int:
     if out.suffix == ".npz":
         key = "images" if kind == "image" else "samples"
         arr = x.clamp(-1, 1) if kind == "image" else x
-        atomic_write_npz(out, {key: arr.numpy().astype(np.float32),
-                               "meta": np.array(json.dumps(meta))})
+        arrays = {key: arr.numpy().astype(np.float32), "meta": np.array(json.dumps(meta))}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        atomic_write_npz(out, arrays)
     else:
         save(samples_png(x, kind=kind), out)
     result = {"out": str(out), "n": int(x.shape[0]), **meta}

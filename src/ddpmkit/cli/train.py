@@ -92,6 +92,13 @@ def add_parser(sub) -> None:
                         "fp32, where measured faster: >= 128 channels on maps >= 8x8)")
     p.add_argument("--nonfinite", choices=("stop", "skip"),
                    help="on a NaN/Inf loss or gradient: stop (default) or skip the step")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="class-conditional denoiser x0_hat(x_t, t, y) on the data's labels "
+                        "(digits, mnist, image subfolders, .npz labels); sample a class with "
+                        "'ddpmkit sample RUN --class K [--guidance w]'")
+    p.add_argument("--cond-drop", type=float, metavar="P",
+                   help="with --conditional: probability that a label is dropped to 'no "
+                        "class' in training, for classifier-free guidance (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR")
     p.add_argument("--allow-world-change", action="store_true",
                    help="with --resume: accept a checkpoint written by another number of "
@@ -107,6 +114,7 @@ FLAG_TO_FIELD = {
     "param": "parameterization", "timesteps": "timesteps", "schedule": "schedule", "T": "T",
     "sigma_data": "sigma_data", "stratified_t": "t_stratified", "logsnr_max": "logsnr_max",
     "logsnr_min": "logsnr_min", "fourier_features": "fourier_features",
+    "conditional": "conditional", "cond_drop": "cond_drop",
     "preset": "preset", "lr": "lr", "lr_schedule": "lr_schedule",
     "warmup_steps": "warmup_steps", "ema_decay": "ema_decay", "grad_clip": "grad_clip",
     "checkpoint_every": "checkpoint_every", "sample_every": "sample_every",

@@ -62,8 +62,10 @@ def _uint8_images(name: str, tr: np.ndarray, ytr, te, yte, image_size: int | Non
         if image_size is not None:
             a = resize_uint8(a, image_size)
         parts.append(uint8_to_unit(a))
+    names = tuple(str(k) for k in range(10)) if name == "mnist" else None
     return Dataset(name=name, train=parts[0], test=parts[1], levels=256, kind="image",
-                   train_labels=labels_tensor(ytr), test_labels=labels_tensor(yte))
+                   train_labels=labels_tensor(ytr), test_labels=labels_tensor(yte),
+                   class_names=names)
 
 
 def load_dataset(spec: str, *, image_size: int | None = None, seed: int = 0,

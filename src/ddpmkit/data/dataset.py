@@ -24,7 +24,9 @@ class Dataset:
 
     train / test: float32, images (N, C, H, W) in [-1, 1] or vectors (N, d); test is None when
     the source has no split. levels: K of the discretized decoder (17 for digits, 256 for 8-bit
-    images; the K values are ``-1 + 2k/(K-1)``), None for continuous data.
+    images; the K values are ``-1 + 2k/(K-1)``), None for continuous data. train_labels /
+    test_labels: int64 (N,) class indices or None; class_names: the name of each class index
+    (the subfolder names of an image folder), None when the source does not name them.
     """
 
     name: str
@@ -34,6 +36,40 @@ class Dataset:
     kind: DatasetKind
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index (0 without labels): names, else max label + 1."""
+        if self.train_labels is None:
+            return 0
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(self.train_labels.max()) + 1 if self.train_labels.numel() else 0
+
+    def check_labels(self) -> int:
+        """The number of classes for class-conditional training; InputError naming the problem
+        (no labels, labels out of range, a count that does not match, a single class)."""
+        if self.train_labels is None:
+            raise InputError(f"{self.name} has no labels, so it cannot train a conditional "
+                             "model: drop --conditional, or give labels (image subfolders per "
+                             "class, or a 'train_labels'/'labels' array in the .npz)")
+        k = self.num_classes
+        for split, x, y in (("train", self.train, self.train_labels),
+                            ("test", self.test, self.test_labels)):
+            if y is None:
+                continue
+            if x is None or y.shape != (x.shape[0],):
+                raise InputError(f"{self.name}: {split} has {0 if x is None else x.shape[0]} "
+                                 f"examples but {y.numel()} labels; give one label per example")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+                raise InputError(f"{self.name}: {split} labels span {int(y.min())}..{int(y.max())}"
+                                 f", outside the {k} classes 0..{k - 1} the training labels "
+                                 "define; relabel them")
+        if k < 2 or len(torch.unique(self.train_labels)) < 2:
+            raise InputError(f"{self.name}: the labels name a single class; a conditional model "
+                             "needs at least two (or drop --conditional)")
+        return k
 
     @property
     def data_shape(self) -> tuple[int, ...]:

@@ -41,7 +41,7 @@ def load_digits_dataset() -> Dataset:
     return Dataset(
         name="digits", train=x[tr].contiguous(), test=x[te].contiguous(), levels=DIGITS_LEVELS,
         kind="image", train_labels=labels_tensor(d.target[tr]),
-        test_labels=labels_tensor(d.target[te]),
+        test_labels=labels_tensor(d.target[te]), class_names=tuple(str(k) for k in range(10)),
     )
 
 

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 from .dataset import Dataset, center_crop_size, check_image_size, uint8_to_unit
@@ -100,23 +101,54 @@ def _stack(paths: list[Path], image_size: int | None, folder: Path) -> np.ndarra
     return np.stack(arrays)
 
 
+def folder_classes(paths: list[Path], root: Path) -> list[str] | None:
+    """The first-level subfolder of each image under ``root`` (its class), or None when some
+    image lies directly in ``root`` (then the folder has no classes)."""
+    names = []
+    for p in paths:
+        rel = p.relative_to(root).parts
+        if len(rel) < 2:
+            return None
+        names.append(rel[0])
+    return names
+
+
 def load_image_folder(folder: str | os.PathLike, image_size: int | None = None) -> Dataset:
-    """Images under ``folder`` as float32 (N, C, H, W) in [-1, 1] (v/127.5 - 1), K = 256."""
+    """Images under ``folder`` as float32 (N, C, H, W) in [-1, 1] (v/127.5 - 1), K = 256.
+
+    Classes: when every image sits in a subfolder (``folder/cat/1.png``, or
+    ``folder/train/cat/1.png`` with a train/test split), the subfolder names, sorted, are the
+    classes and the labels index them (``Dataset.class_names``)."""
     check_image_size(image_size)
     folder = Path(folder)
     tr_dir, te_dir = folder / "train", folder / "test"
     split = tr_dir.is_dir() and te_dir.is_dir()
     sources = {"train": tr_dir, "test": te_dir} if split else {"train": folder}
-    parts = {}
+    parts, classes = {}, {}
     for name, src in sources.items():
         paths = list_images(src)
         if not paths:
             raise InputError(f"no PNG/JPEG images found in {src} (looked for "
                              f"{', '.join(IMAGE_SUFFIXES)}, recursively); check the path")
         parts[name] = _stack(paths, image_size, src)
+        classes[name] = folder_classes(paths, src)
     tr, te = parts["train"], parts.get("test")
     if te is not None and te.shape[1:] != tr.shape[1:]:
         raise InputError(f"{folder}: train images are {tr.shape[1:]} (C, H, W) but test images "
                          f"{te.shape[1:]}; make them match or pass --image-size N")
+    labels: dict = {}
+    if classes["train"] is not None:
+        names = tuple(sorted(set(classes["train"])))
+        index = {c: i for i, c in enumerate(names)}
+        labels = {"class_names": names, "train_labels": torch.tensor(
+            [index[c] for c in classes["train"]], dtype=torch.int64)}
+        if classes.get("test") is not None:
+            unknown = sorted(set(classes["test"]) - set(names))
+            if unknown:
+                raise InputError(f"{folder}: test has classes {unknown[:3]} that train does not; "
+                                 "give every test class training images")
+            labels["test_labels"] = torch.tensor([index[c] for c in classes["test"]],
+                                                 dtype=torch.int64)
     return Dataset(name=str(folder), train=uint8_to_unit(tr),
-                   test=None if te is None else uint8_to_unit(te), levels=256, kind="image")
+                   test=None if te is None else uint8_to_unit(te), levels=256, kind="image",
+                   **labels)

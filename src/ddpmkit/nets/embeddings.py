@@ -83,3 +83,29 @@ def check_inputs(x: torch.Tensor, t: torch.Tensor, *, rank: int, channels: int, 
             raise InputError(
                 f"{what} expects t in 1..{T} (the original chain's steps); got {lo}..{hi}"
             )
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class, added to the time embedding (Ho & Salimans 2021).
+
+    ``num_classes`` real classes 0..K-1 and one more, index K, for "no class" (the null label
+    of classifier-free guidance): ``y = None`` means every example is unconditional.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.emb = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, y: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.int64, device=device)
+        elif not torch.compiler.is_compiling():
+            if y.shape != (batch,) or y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise InputError(f"labels must be an int64 tensor of shape ({batch},); got "
+                                 f"{y.dtype} {tuple(y.shape)}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+                raise InputError(f"labels must lie in 0..{self.num_classes - 1} (or "
+                                 f"{self.num_classes} for none); got {int(y.min())}.."
+                                 f"{int(y.max())}")
+        return self.emb(y.to(device=device, dtype=torch.int64))

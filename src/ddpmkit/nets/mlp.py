@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .embeddings import TimestepEmbedding, check_inputs
+from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,13 @@ class MLPConfig:
     dropout: float = 0.0
     T: int = 1000
     max_period: float = 10000.0
+    num_classes: int = 0  # > 0: class-conditional net(x_t, t, y), as UNetConfig.num_classes
 
     def __post_init__(self) -> None:
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 0:
+            raise InputError(f"MLPConfig.num_classes must be a whole number >= 0; got "
+                             f"{self.num_classes!r}")
         for name in ("dim", "hidden", "depth", "temb_dim", "T"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -70,11 +75,19 @@ class MLP(nn.Module):
         )
         self.norm_out = nn.LayerNorm(cfg.hidden)
         self.lin_out = nn.Linear(cfg.hidden, cfg.dim)
+        self.class_emb = (ClassEmbedding(cfg.num_classes, cfg.temb_dim) if cfg.num_classes
+                          else None)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x (B, D), t (B,) int64 in 1..T -> (B, D)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, D), t (B,) int64 in 1..T, y (B,) class labels or None -> (B, D)."""
         check_inputs(x, t, rank=2, channels=self.cfg.dim, T=self.cfg.T, what="MLP")
-        temb = F.silu(self.temb(t))
+        temb = self.temb(t)
+        if self.class_emb is not None:
+            temb = temb + self.class_emb(y, x.shape[0], x.device)
+        elif y is not None:
+            raise InputError("this net is unconditional (num_classes = 0); drop the labels")
+        temb = F.silu(temb)
         h = self.lin_in(x)
         for block in self.blocks:
             h = block(h, temb)

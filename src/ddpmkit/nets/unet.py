@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .embeddings import TimestepEmbedding, check_inputs
+from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs
 from .winograd import WinogradConv2d
 
 CONV3X3 = ("direct", "winograd")
@@ -57,6 +57,10 @@ class UNetConfig:
     for each frequency f, sin(2 pi f x) and cos(2 pi f x) of every input channel are stacked
     onto the input. With f = 1/Delta for data on a grid of bin width Delta, they read off where
     x sits between two levels, which a smooth net finds hard at small noise. Empty: none.
+
+    ``num_classes``: K > 0 makes the net class-conditional, ``net(x_t, t, y)``: a learned
+    embedding of y in 0..K-1 (K = no class) is added to the time embedding. 0: unconditional
+    (no such parameters, the net of before).
     """
 
     in_channels: int = 1
@@ -74,6 +78,7 @@ class UNetConfig:
     channels_last: bool = True
     conv3x3: str = "direct"
     fourier_frequencies: tuple[float, ...] = ()
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable.
@@ -112,6 +117,10 @@ class UNetConfig:
                              f"{self.conv3x3!r}")
         if not self.max_period > 1.0:
             raise InputError(f"UNetConfig.max_period must be > 1; got {self.max_period}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 0:
+            raise InputError(f"UNetConfig.num_classes must be a whole number >= 0; got "
+                             f"{self.num_classes!r}")
 
 
 def conv3x3(c_in: int, c_out: int, kind: str = "direct") -> nn.Conv2d:
@@ -266,13 +275,22 @@ class UNet(nn.Module):
 
         self.norm_out = nn.GroupNorm(g, c)
         self.conv_out = conv3x3(c, cfg.out_channels or cfg.in_channels, cv)
+        # created last, so that an unconditional net draws its initial weights as before
+        self.class_emb = ClassEmbedding(cfg.num_classes, temb_dim) if cfg.num_classes else None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W), t (B,) int64 in 1..T -> (B, C_out, H, W)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W), t (B,) int64 in 1..T, y (B,) class labels or None -> (B, C_out, H, W).
+        """
         check_inputs(x, t, rank=4, channels=self.cfg.in_channels, T=self.cfg.T, what="UNet")
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        temb = F.silu(self.temb(t))
+        temb = self.temb(t)
+        if self.class_emb is not None:
+            temb = temb + self.class_emb(y, x.shape[0], x.device)
+        elif y is not None:
+            raise InputError("this net is unconditional (num_classes = 0); drop the labels")
+        temb = F.silu(temb)
         if self.cfg.fourier_frequencies:
             x = fourier_features(x, self.cfg.fourier_frequencies)
         h = self.conv_in(x)

@@ -35,7 +35,10 @@ class TrainConfig:
     :class:`ddpmkit.losses.TimestepSampler`). ``fourier_features``: the U-Net's fine-scale input
     features (``UNetConfig.fourier_frequencies``): ``"auto"`` = frequencies 1/Delta and 2/Delta
     for image data on K levels (bin width Delta = 2/(K-1)), none otherwise; ``"none"``; or a
-    comma-separated list of frequencies such as ``"8,16"``.
+    comma-separated list of frequencies such as ``"8,16"``. ``conditional``: a class-conditional
+    denoiser x0_hat(x_t, t, y) trained on the data's labels, each label replaced by the null class
+    with probability ``cond_drop`` (so the same net is also unconditional: classifier-free
+    guidance). Off by default; a run without it is the run of before, weight for weight.
     """
 
     data: str = "digits"
@@ -53,6 +56,8 @@ class TrainConfig:
     timesteps: str = "weight"
     t_stratified: bool = True
     fourier_features: str = "auto"
+    conditional: bool = False
+    cond_drop: float = 0.1
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: LRSchedule = "constant"
@@ -108,6 +113,10 @@ class TrainConfig:
         if not (sd is None or sd == "auto" or (isinstance(sd, (int, float)) and sd > 0)):
             raise InputError(f"sigma_data must be a number > 0 or 'auto'; got {sd!r}")
         parse_fourier(self.fourier_features)  # raises on a bad value
+        if not isinstance(self.conditional, bool):
+            raise InputError(f"conditional must be true or false; got {self.conditional!r}")
+        if not (isinstance(self.cond_drop, (int, float)) and 0.0 <= self.cond_drop < 1.0):
+            raise InputError(f"--cond-drop must lie in [0, 1); got {self.cond_drop!r}")
         if not isinstance(self.t_stratified, bool):
             raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -187,7 +196,8 @@ class TrainConfig:
 #: values of fields added after the first release, for config.json files that lack them: these
 #: reproduce the runs written then (native schedules, no edm, unstratified t)
 LEGACY_DEFAULTS: dict[str, Any] = {"logsnr_max": None, "logsnr_min": None, "sigma_data": None,
-                                   "t_stratified": False, "fourier_features": "none"}
+                                   "t_stratified": False, "fourier_features": "none",
+                                   "conditional": False, "cond_drop": 0.1}
 
 
 def parse_fourier(value: str) -> tuple[float, ...]:

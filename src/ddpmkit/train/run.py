@@ -77,7 +77,13 @@ def make_run(cfg: TrainConfig, data: Dataset) -> Run:
         if freqs:
             over.setdefault("fourier_frequencies", freqs)
     over["T"] = cfg.T
-    return Run(cfg, nets.preset(preset, **over), data.summary() | {"spec": cfg.data})
+    summary = data.summary() | {"spec": cfg.data}
+    if cfg.conditional:
+        k = data.check_labels()
+        over["num_classes"] = k
+        summary |= {"num_classes": k,
+                    "class_names": list(data.class_names or (str(i) for i in range(k)))}
+    return Run(cfg, nets.preset(preset, **over), summary)
 
 
 def read_run(run_dir: str | os.PathLike) -> Run:

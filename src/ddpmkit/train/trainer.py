@@ -117,6 +117,8 @@ class _Training:
     normalizer: float  # the mean of w over t = 1..T
     order: BatchOrder
     x_all: torch.Tensor  # the training split
+    y_all: torch.Tensor | None  # its labels, for a class-conditional run (else None)
+    net_classes: int = 0  # K of a class-conditional net: index K is the null class
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -257,7 +259,9 @@ def _setup(run: Run, data: Dataset, dist: Dist, device: str) -> _Training:
         opt=torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
         ts=ts, gen=torch.Generator().manual_seed(cfg.seed), weights=weights,
         normalizer=float(weights[1:].mean()),
-        order=BatchOrder(data.train.shape[0], cfg.batch_size, cfg.seed), x_all=data.train)
+        order=BatchOrder(data.train.shape[0], cfg.batch_size, cfg.seed), x_all=data.train,
+        y_all=data.train_labels if cfg.conditional else None,
+        net_classes=int(getattr(run.net_config, "num_classes", 0)))
     if dist.rank > 0:
         torch.manual_seed(dropout_seed(cfg.seed, dist.rank))
     return tr
@@ -366,9 +370,10 @@ def _save(tr: _Training, run_dir: Path, step: int, elapsed: float) -> Path | Non
 
 # --- one step -------------------------------------------------------------------------------
 
-def _batch(tr: _Training, step: int) -> tuple[torch.Tensor, ...]:
-    """This rank's share (x0, t, noise, importance weight or None) of global batch ``step``.
-    Every rank draws the whole batch's t and noise, so the shares add up to one batch."""
+def _batch(tr: _Training, step: int) -> tuple[torch.Tensor | None, ...]:
+    """This rank's share (x0, t, noise, importance weight or None, labels or None) of global
+    batch ``step``. Every rank draws the whole batch's t, noise and label dropout, so the
+    shares add up to one batch; an unconditional run draws exactly what it drew before."""
     cfg, dist = tr.cfg, tr.dist
     idx = tr.order.indices(step)
     t, imp = tr.ts.sample(cfg.batch_size, tr.gen)
@@ -378,7 +383,12 @@ def _batch(tr: _Training, step: int) -> tuple[torch.Tensor, ...]:
     x0 = tr.x_all[idx[sl]].to(tr.device)
     t_l, noise_l = t[sl].to(tr.device), noise[sl].to(tr.device)
     imp_l = imp[sl].to(tr.device) if cfg.timesteps != "uniform" else None
-    return x0, t_l, noise_l, imp_l
+    y_l = None
+    if tr.y_all is not None:  # classifier-free guidance: drop a label to the null class
+        y = tr.y_all[idx].clone()
+        y[torch.rand(cfg.batch_size, generator=tr.gen) < cfg.cond_drop] = tr.net_classes
+        y_l = y[sl].to(tr.device)
+    return x0, t_l, noise_l, imp_l, y_l
 
 
 def _step(tr: _Training, den: Denoiser, batch: tuple[torch.Tensor, ...], step: int,
@@ -386,12 +396,12 @@ def _step(tr: _Training, den: Denoiser, batch: tuple[torch.Tensor, ...], step: i
     """One AdamW step and EMA update: (loss output, gradient norm), or None for a step skipped
     as non-finite (``nonfinite="skip"``; "stop" raises TrainingDiverged)."""
     cfg = tr.cfg
-    x0, t, noise, imp = batch
+    x0, t, noise, imp, y = batch
     for g in tr.opt.param_groups:
         g["lr"] = lr_at(cfg, step)
     with torch.autocast(device_type=torch.device(tr.device).type, dtype=torch.bfloat16,
                         enabled=cfg.bf16):
-        out = diffusion_loss(den, x0, tr.weights, t, noise, imp, tr.normalizer)
+        out = diffusion_loss(den, x0, tr.weights, t, noise, imp, tr.normalizer, y=y)
     bad = _nonfinite_loss(out.loss, t, step, tr)
     if bad is None:
         tr.opt.zero_grad(set_to_none=True)
