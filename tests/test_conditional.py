@@ -39,9 +39,9 @@ def cond_run(tmp_path_factory) -> Path:
 def test_an_unconditional_run_has_the_weights_of_before():
     """The same seed and config as before class conditioning existed: the same weights
     (tests/fixtures/unconditional_reference.safetensors, made at commit 2bceaa5)."""
-    from safetensors.torch import load_file
-
     import tempfile
+
+    from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as d:
         train(TrainConfig(data="digits", steps=8, batch_size=16, sample_every=0,
