@@ -101,7 +101,7 @@ def plot_by_t(rows: dict, path: Path) -> None:
                 label=f"{label}: {r['exact_n100_bpd']:.2f} bits/dim (decoder "
                       f"{r['terms']['decoder']:.2f})")
         ax2.plot(lam, np.nancumsum(by_t[::-1])[::-1], color=color, label=label)
-    ax.set_xlabel("log-SNR of step t (t = 1 at the right)")
+    ax.set_xlabel("log-SNR of step t (t = 1 at the left)")
     ax.set_ylabel("bits/dim per unit log-SNR")
     ax.set_yscale("log")
     ax.invert_xaxis()
