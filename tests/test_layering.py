@@ -8,7 +8,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "ddpmkit"
 
 # the layer of each top-level module or subpackage; a module may import only from layers <= its own
 LAYER = {
-    "errors": 0, "io": 0, "progress": 0, "schedules": 1, "nets": 1, "data": 1, "diffusion": 2,
+    "errors": 0, "io": 0, "progress": 0, "threads": 0, "schedules": 1, "nets": 1, "data": 1,
+    "diffusion": 2,
     "denoiser": 3, "losses": 3, "equivalence": 3, "likelihood": 4, "samplers": 4,
     "metrics": 4, "calibrate": 5, "figures": 5, "generate": 5, "train": 6, "report": 7,
     "evaluate": 7, "demo": 8,

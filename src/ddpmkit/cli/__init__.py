@@ -45,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         os.environ["DDPMKIT_PROGRESS"] = "off"  # every progress bar goes through ddpmkit.progress
     try:
+        if hasattr(args, "threads"):
+            from ..threads import apply_threads
+
+            args.threads = apply_threads(args.threads)  # the number in use, for --json
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         return int(args.func(args) or 0)

@@ -57,6 +57,19 @@ def positive_float(text: str) -> float:
     return v
 
 
+def threads_value(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 0, got {text!r}") \
+            from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 0, got {v}")
+    return v
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """--seed, --device, --json: on every command."""
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
@@ -65,6 +78,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable JSON result")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars or status lines (the result is still printed)")
+    p.add_argument("--threads", type=threads_value, default="auto", metavar="N|auto",
+                   help="intra-op CPU threads (default auto: the cores idle at start, at "
+                        "least 1; 0 = torch's own choice, one per core)")
 
 
 def resolve_device(name: str) -> str:

@@ -193,7 +193,8 @@ def run(args) -> int:
     out = {"run_dir": str(res.run_dir), "step": res.step, "elapsed_s": res.elapsed_s,
            "imgs_per_s": res.imgs_per_s, "last_loss": res.last_loss,
            "checkpoint": str(res.checkpoint) if res.checkpoint else None,
-           "device": str(device), "world_size": dist.world, "backend": dist.backend}
+           "device": str(device), "world_size": dist.world, "backend": dist.backend,
+           "threads": args.threads}
     if args.json:
         emit_json(out)
     else:

@@ -525,7 +525,7 @@ class _Window:
                 "loss_by_t": per(self.loss_sum), "mse_by_t": per(self.mse_sum), "lr": lr,
                 "grad_norm": sum(self.grad_norms) / n if n else None,
                 "imgs_per_s": self.imgs / self.seconds if self.seconds else None,
-                "elapsed_s": elapsed}
+                "elapsed_s": elapsed, "threads": torch.get_num_threads()}
 
 
 def _sample_grid(net: torch.nn.Module, run: Run, path: Path, device: str, n: int = 64) -> None:
