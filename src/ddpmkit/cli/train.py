@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
     budget.add_argument("--minutes", type=positive_float, help="wall-clock budget")
     p.add_argument("--batch-size", type=positive_int, help="global batch (default 128)")
     p.add_argument("--loss", choices=WEIGHTINGS, help="loss weighting on the x0-MSE "
-                   "(default min_snr)")
+                   "(default elbo: the lecture's C_t, the bound itself; min_snr for the best "
+                   "samples at a worse bound, docs/weightings.md)")
     p.add_argument("--gamma", type=positive_float, help="gamma of min_snr (default 5)")
     p.add_argument("--param", choices=PARAMETERIZATIONS,
                    help="what the network outputs; x0_hat is computed from it exactly "

@@ -51,7 +51,7 @@ class TrainConfig:
     T: int = 1000
     parameterization: str = "v"
     sigma_data: float | str | None = "auto"
-    weighting: str = "min_snr"
+    weighting: str = "elbo"
     gamma: float = 5.0
     timesteps: str = "weight"
     t_stratified: bool = True
