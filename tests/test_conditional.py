@@ -44,8 +44,10 @@ def test_an_unconditional_run_has_the_weights_of_before():
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as d:
+        # the defaults of then, spelled out: min_snr was the default weighting
         train(TrainConfig(data="digits", steps=8, batch_size=16, sample_every=0,
-                          checkpoint_every=8, warmup_steps=2, net_overrides=TINY, seed=11),
+                          checkpoint_every=8, warmup_steps=2, net_overrides=TINY, seed=11,
+                          weighting="min_snr"),
               Path(d) / "run", progress=False)
         got = load_file(str(Path(d) / "run/checkpoints/step_0000008/model.safetensors"))
     ref = load_file(str(FIX / "unconditional_reference.safetensors"))

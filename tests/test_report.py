@@ -34,7 +34,8 @@ def run_dir(tmp_path_factory) -> Path:
     """A tiny digits run (T = 50, 12 steps) with an exact and a stratified eval and an FD."""
     d = tmp_path_factory.mktemp("report") / "run"
     cfg = TrainConfig(data="digits", steps=12, batch_size=32, net_overrides=TINY, T=50,
-                      sample_every=0, log_every=3, warmup_steps=2, checkpoint_every=12, lr=3e-3)
+                      sample_every=0, log_every=3, warmup_steps=2, checkpoint_every=12, lr=3e-3,
+                      weighting="min_snr")  # a name the report must show
     train(cfg, d, progress=False)
     loaded = load_denoiser(d, verbose=False)
     for method in ("exact", "stratified"):
