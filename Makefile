@@ -45,8 +45,9 @@ $(BENCH_STAMP): pyproject.toml
 bench: $(BENCH_STAMP)
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/bench_nets.py --variants winograd --threads 1
 
-# `make bench-quality`: ddpmkit vs denoising-diffusion-pytorch, 3 minutes of training each on the
-# digits, back to back, 1797 samples each, FD with our feature net (docs/benchmarks.md).
+# `make bench-quality`: ddpmkit vs denoising-diffusion-pytorch vs diffusers, 3 minutes of training
+# each on the digits, back to back, 1797 samples each, FD with our feature net, and ddpmkit's test
+# bits/dim (docs/benchmarks.md).
 bench-quality: $(BENCH_STAMP)
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/time_to_quality.py --minutes 3 --threads 1
 

@@ -12,7 +12,7 @@ LAYER = {
     "diffusion": 2,
     "denoiser": 3, "losses": 3, "equivalence": 3, "likelihood": 4, "samplers": 4,
     "metrics": 4, "calibrate": 5, "figures": 5, "generate": 5, "train": 6, "report": 7,
-    "evaluate": 7, "demo": 8,
+    "evaluate": 7, "interop": 7, "demo": 8,
     "distributed": 6, "cli": 9, "__main__": 10, "__init__": 10,
 }
 PURE_MATHS = {"schedules", "diffusion", "losses", "likelihood", "equivalence"}

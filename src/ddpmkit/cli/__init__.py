@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import calibrate, data, demo, equivalence, eval, report, sample, train
+from . import calibrate, data, demo, equivalence, eval, export, report, sample, train
 from ._common import Parser, error_line, exit_code, formatter, resolve_device
 
-COMMANDS = [demo, train, sample, eval, report, equivalence, calibrate, data]
+COMMANDS = [demo, train, sample, eval, export, report, equivalence, calibrate, data]
 
 
 def build_parser() -> argparse.ArgumentParser:

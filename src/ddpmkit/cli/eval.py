@@ -15,10 +15,14 @@ EXAMPLES = """examples:
   ddpmkit eval runs/ring --sw2                      # sliced W2 for a 2-D toy
   ddpmkit eval runs/mnist --bpd stratified --strata 20 --batch-size 500
   torchrun --nproc_per_node=2 -m ddpmkit eval runs/demo --bpd exact --fd --num-samples 1797
+  ddpmkit eval --diffusers out/unet-and-scheduler --data digits --bpd exact   # a diffusers folder
 
 Results are stored in RUN_DIR/eval/*.json (one file per setting; --no-save to skip) with what
 they depend on: checkpoint, model hash, EMA, split, method, seed, sampler, steps, clip, n.
 `ddpmkit report RUN_DIR` shows them, and compares exact with stratified when both exist.
+--diffusers DIR (a local UNet2DModel + DDPMScheduler folder, safetensors) evaluates it on
+--data with the same estimator: diffusers' timestep k = t - 1, the scheduler's float32 betas as
+ddpmkit's float64 chain (docs/evaluation.md); its results are printed, not stored.
 Under torchrun the batches (--bpd) and sample chunks (--fd/--sw2) are split over the processes
 and gathered: the numbers are those of one process with the same seed; rank 0 writes and prints.
 """
@@ -43,7 +47,12 @@ def add_parser(sub) -> None:
                     "Without --bpd, --fd or --sw2: --bpd stratified.",
         epilog=EXAMPLES,
     )
-    p.add_argument("path", metavar="RUN_DIR|CKPT", help="run directory or checkpoint folder")
+    p.add_argument("path", metavar="RUN_DIR|CKPT", nargs="?",
+                   help="run directory or checkpoint folder")
+    p.add_argument("--diffusers", metavar="DIR", default=None,
+                   help="evaluate a local diffusers folder (unet/ + scheduler/) instead of a run")
+    p.add_argument("--data", metavar="SPEC", default=None,
+                   help="with --diffusers: digits, mnist, a folder or an array file")
     p.add_argument("--bpd", choices=("exact", "stratified"), default=None,
                    help="negative ELBO in bits/dim with this method")
     p.add_argument("--split", choices=("test", "train"), default="test",
@@ -116,8 +125,20 @@ def _run(args, dist, device: str) -> int:
     from ..evaluate import compare_bpd, eval_bpd, eval_samples, load_evals, save_eval
     from ..train import load_denoiser
 
-    loaded = load_denoiser(args.path, ema=not args.no_ema, device=device,
-                           verbose=not args.json and dist.is_main)
+    if (args.path is None) == (args.diffusers is None):
+        raise InputError("give a run directory or --diffusers DIR (one of them)")
+    if args.diffusers is not None:
+        from ..interop import load_diffusers
+
+        if args.data is None:
+            raise InputError("--diffusers needs --data (digits, mnist, a folder or a file)")
+        loaded = load_diffusers(args.diffusers, data=args.data, device=device)
+        args.no_save = True  # the folder is not a ddpmkit run: print, do not store
+    elif args.data is not None:
+        raise InputError("--data is for --diffusers; a run evaluates on its own data")
+    else:
+        loaded = load_denoiser(args.path, ema=not args.no_ema, device=device,
+                               verbose=not args.json and dist.is_main)
     kind = loaded.run.data["kind"]
     data = loaded.run.config.data
     if args.fd and data != "digits":
@@ -141,7 +162,8 @@ def _run(args, dist, device: str) -> int:
     if method is not None:
         res = eval_bpd(loaded, split=args.split, estimator=estimator_from_args(args, method),
                        seed=args.seed, device=device, progress=progress, limit=args.limit,
-                       dist=dist, condition=False if args.unconditional else None)
+                       dist=dist, save_mmse=args.diffusers is None,
+                       condition=False if args.unconditional else None)
 
         def store_bpd() -> None:
             if save:
