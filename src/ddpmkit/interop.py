@@ -397,6 +397,7 @@ class DiffusersSource:
     data: str
     image_size: int | None = None
     seed: int = 0
+    conditional: bool = False  # a diffusers UNet2DModel here is unconditional
 
 
 @dataclass
