@@ -200,3 +200,10 @@ def test_guided_denoiser_is_a_denoiser_for_every_sampler(cond_run):
     for name in SAMPLER_NAMES:
         x = sample(g, (2, 1, 8, 8), sampler=name, steps=3, seed=0).x
         assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all(), name
+
+
+def test_the_report_of_a_conditional_run_shows_a_per_class_grid(cond_run):
+    from ddpmkit.report import build_report
+
+    html = build_report(cond_run)
+    assert "one class per row" in html and "of each of its 10 classes" in html

@@ -71,14 +71,21 @@ def draw_from_checkpoint(run_dir: Path, device: str = "cpu", seed: int = 0,
                          ) -> tuple[Preview, str]:
     """The preview of the newest checkpoint's EMA weights (64 images with the trajectory of 6,
     or 2000 vectors; 100 ancestral steps at most), and a note saying so."""
+    import torch
+
     loaded = load_denoiser(run_dir, device=device, verbose=False)
     kind = loaded.run.data["kind"]
     steps = min(loaded.denoiser.T, 100)
-    pic = preview(loaded.denoiser, kind, loaded.run.data["shape"],
-                  n=64 if kind == "image" else 2000, steps=steps, seed=seed, device=device,
-                  trajectory=kind == "image", n_show=6)
-    note = (f"drawn now: ancestral sampling, {steps} steps, seed {seed}, EMA weights of step "
-            f"{loaded.step}")
+    den, n, what = loaded.denoiser, 64 if kind == "image" else 2000, ""
+    k = int(loaded.run.data.get("num_classes", 0) or 0)
+    if k:  # a class-conditional run: a per-class grid, one class per row (guidance 0)
+        per = 10 if k <= 16 else 4
+        den = den.conditioned(torch.arange(k).repeat_interleave(per))
+        n, what = per * k, f"{per} of each of its {k} classes, one class per row, guidance 0; "
+    pic = preview(den, kind, loaded.run.data["shape"], n=n, steps=steps, seed=seed,
+                  device=device, trajectory=kind == "image", n_show=6)
+    note = (f"drawn now: {what}ancestral sampling, {steps} steps, seed {seed}, EMA weights of "
+            f"step {loaded.step}")
     return pic, note
 
 
