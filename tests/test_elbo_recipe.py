@@ -161,12 +161,13 @@ def test_weight_proposal_gives_every_raw_error_the_same_weight():
     assert q[1] > 0.05  # the decoder term is drawn often, not 1 time in T
 
 
-@pytest.mark.parametrize("kind", ["uniform", "weight", "logsnr"])
+@pytest.mark.parametrize("kind, mix", [("uniform", 0.0), ("weight", 0.0), ("logsnr", 0.0),
+                                       ("weight", 0.3)])
 @pytest.mark.parametrize("stratified", [False, True])
-def test_importance_weighted_draws_are_unbiased(kind, stratified):
+def test_importance_weighted_draws_are_unbiased(kind, mix, stratified):
     """E_q[f(t) / (T q(t))] = mean_t f(t) for any f, within 5 SE over many draws."""
     w = loss_weights(SCHED, "elbo")
-    ts = make_timestep_sampler(kind, SCHED, w, "v", stratified=stratified)
+    ts = make_timestep_sampler(kind, SCHED, w, "v", stratified=stratified, uniform_mix=mix)
     f = torch.sin(torch.arange(51, dtype=torch.float64)) + 1.5
     g = torch.Generator().manual_seed(3)
     est = torch.stack([(f[t] * imp).mean() for t, imp in (ts.sample(64, g) for _ in range(400))])

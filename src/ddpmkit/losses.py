@@ -179,14 +179,20 @@ class TimestepSampler:
 def make_timestep_sampler(kind: TimestepSampling, schedule: NoiseSchedule,
                           weights: torch.Tensor, parameterization: D.Parameterization = "v",
                           sigma_data: float = D.EDM_SIGMA_DATA,
-                          stratified: bool = False) -> TimestepSampler:
+                          stratified: bool = False, uniform_mix: float = 0.0) -> TimestepSampler:
     """The TimestepSampler of a training run, with its proposal table built from the chain,
-    the loss weights and the parameterization."""
+    the loss weights and the parameterization. ``uniform_mix`` m (``weight`` and ``logsnr``):
+    q = (1 - m) q + m / T, still unbiased under its importance weights; it trains the high-noise
+    steps that q ~ C_t g_t^2 visits rarely, which decide a sample's shape (docs/likelihood.md)."""
     table = None
     if kind == "weight":
         table = raw_weight_proposal(schedule, weights, parameterization, sigma_data)
     elif kind == "logsnr":
         table = logsnr_step_proposal(schedule)
+    if table is not None and uniform_mix > 0:
+        flat = torch.full_like(table, 1.0 / schedule.T)
+        flat[0] = 0.0
+        table = (1.0 - uniform_mix) * table + uniform_mix * flat
     return TimestepSampler(schedule.T, kind, proposal=table, stratified=stratified)
 
 

@@ -32,7 +32,8 @@ class TrainConfig:
     for both is the shape's native definition (how runs made before end points existed load).
     ``sigma_data``: the data's standard deviation for the ``edm`` output, ``"auto"`` = measured
     on the training split. ``t_stratified``: stratified t within each batch (see
-    :class:`ddpmkit.losses.TimestepSampler`). ``fourier_features``: the U-Net's fine-scale input
+    :class:`ddpmkit.losses.TimestepSampler`); ``t_uniform_mix``: the share of uniform t mixed
+    into the ``weight``/``logsnr`` proposal. ``fourier_features``: the U-Net's fine-scale input
     features (``UNetConfig.fourier_frequencies``): ``"auto"`` = frequencies 1/Delta and 2/Delta
     for image data on K levels (bin width Delta = 2/(K-1)), none otherwise; ``"none"``; or a
     comma-separated list of frequencies such as ``"8,16"``. ``conditional``: a class-conditional
@@ -55,6 +56,7 @@ class TrainConfig:
     gamma: float = 5.0
     timesteps: str = "weight"
     t_stratified: bool = True
+    t_uniform_mix: float = 0.0
     fourier_features: str = "auto"
     conditional: bool = False
     cond_drop: float = 0.1
@@ -117,6 +119,8 @@ class TrainConfig:
             raise InputError(f"conditional must be true or false; got {self.conditional!r}")
         if not (isinstance(self.cond_drop, (int, float)) and 0.0 <= self.cond_drop < 1.0):
             raise InputError(f"--cond-drop must lie in [0, 1); got {self.cond_drop!r}")
+        if not (isinstance(self.t_uniform_mix, (int, float)) and 0.0 <= self.t_uniform_mix <= 1.0):
+            raise InputError(f"--t-uniform-mix must lie in [0, 1]; got {self.t_uniform_mix!r}")
         if not isinstance(self.t_stratified, bool):
             raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -197,7 +201,7 @@ class TrainConfig:
 #: reproduce the runs written then (native schedules, no edm, unstratified t)
 LEGACY_DEFAULTS: dict[str, Any] = {"logsnr_max": None, "logsnr_min": None, "sigma_data": None,
                                    "t_stratified": False, "fourier_features": "none",
-                                   "conditional": False, "cond_drop": 0.1}
+                                   "conditional": False, "cond_drop": 0.1, "t_uniform_mix": 0.0}
 
 
 def parse_fourier(value: str) -> tuple[float, ...]:

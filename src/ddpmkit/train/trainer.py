@@ -253,7 +253,8 @@ def _setup(run: Run, data: Dataset, dist: Dist, device: str) -> _Training:
     net = denoiser.net
     weights = loss_weights(denoiser.schedule, cfg.weighting, gamma=cfg.gamma)
     ts = make_timestep_sampler(cfg.timesteps, denoiser.schedule, weights,
-                               stratified=cfg.t_stratified, **cfg.denoiser_kwargs())
+                               stratified=cfg.t_stratified, uniform_mix=cfg.t_uniform_mix,
+                               **cfg.denoiser_kwargs())
     tr = _Training(
         cfg=cfg, dist=dist, device=device, net=net, ema=EMA(net, cfg.ema_decay),
         opt=torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
