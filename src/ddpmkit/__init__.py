@@ -3,7 +3,7 @@
 from . import diffusion
 from .denoiser import Denoiser
 from .errors import InputError
-from .likelihood import DecoderSpec, elbo_terms, negative_elbo_bpd
+from .likelihood import DecoderSpec, ELBOEstimator, elbo_terms, fit_mmse, negative_elbo_bpd
 from .losses import loss_weights
 from .samplers import sample, sample_ancestral
 from .schedules import NoiseSchedule, cosine, from_betas, linear, make_schedule, respace, sigmoid
@@ -11,7 +11,8 @@ from .schedules import NoiseSchedule, cosine, from_betas, linear, make_schedule,
 __version__ = "0.1.0"
 
 __all__ = [
-    "DecoderSpec", "Denoiser", "InputError", "NoiseSchedule", "cosine", "diffusion",
-    "elbo_terms", "from_betas", "linear", "loss_weights", "make_schedule",
+    "DecoderSpec", "Denoiser", "ELBOEstimator", "InputError", "NoiseSchedule", "cosine",
+    "diffusion",
+    "elbo_terms", "fit_mmse", "from_betas", "linear", "loss_weights", "make_schedule",
     "negative_elbo_bpd", "respace", "sample", "sample_ancestral", "sigmoid",
 ]
