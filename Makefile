@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the CPU build of torch (a plain `torch` pulls a multi-GB CUDA build)
 TORCH_PIN := torch==2.13.0
 
-.PHONY: test test-fast demo lint bench bench-quality clean
+.PHONY: test test-fast demo lint bench bench-quality bench-likelihood clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench: $(BENCH_STAMP)
 # bits/dim (docs/benchmarks.md).
 bench-quality: $(BENCH_STAMP)
 	OMP_NUM_THREADS=1 $(BENCH_VENV)/bin/python benchmarks/time_to_quality.py --minutes 3 --threads 1
+
+# `make bench-likelihood`: `ddpmkit train --loss elbo --steps 1500` + `ddpmkit eval --bpd exact` on
+# the digits for 3 seeds, an independent float64 check, and the anchors (uniform, independent
+# categoricals, an autoregressive logistic model) on the same split (docs/likelihood.md).
+bench-likelihood: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/likelihood.py --seeds 0 1 2 --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
