@@ -179,7 +179,8 @@ class TimestepSampler:
 def make_timestep_sampler(kind: TimestepSampling, schedule: NoiseSchedule,
                           weights: torch.Tensor, parameterization: D.Parameterization = "v",
                           sigma_data: float = D.EDM_SIGMA_DATA,
-                          stratified: bool = False, uniform_mix: float = 0.0) -> TimestepSampler:
+                          stratified: bool = False, uniform_mix: float = 0.0,
+                          decoder_share: float | None = None) -> TimestepSampler:
     """The TimestepSampler of a training run, with its proposal table built from the chain,
     the loss weights and the parameterization. ``uniform_mix`` m (``weight`` and ``logsnr``):
     q = (1 - m) q + m / T, still unbiased under its importance weights; it trains the high-noise
@@ -193,6 +194,11 @@ def make_timestep_sampler(kind: TimestepSampling, schedule: NoiseSchedule,
         flat = torch.full_like(table, 1.0 / schedule.T)
         flat[0] = 0.0
         table = (1.0 - uniform_mix) * table + uniform_mix * flat
+    if table is not None and decoder_share is not None and schedule.T > 1:
+        # q(1) = share, the rest rescaled: the t = 1 decoder's share of the draws
+        table = table.clone()
+        table[2:] = table[2:] / table[2:].sum() * (1.0 - decoder_share)
+        table[1] = decoder_share
     return TimestepSampler(schedule.T, kind, proposal=table, stratified=stratified)
 
 

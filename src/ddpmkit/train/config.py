@@ -57,6 +57,7 @@ class TrainConfig:
     timesteps: str = "weight"
     t_stratified: bool = True
     t_uniform_mix: float = 0.0
+    t_decoder_share: float | None = None
     fourier_features: str = "auto"
     conditional: bool = False
     cond_drop: float = 0.1
@@ -121,6 +122,9 @@ class TrainConfig:
             raise InputError(f"--cond-drop must lie in [0, 1); got {self.cond_drop!r}")
         if not (isinstance(self.t_uniform_mix, (int, float)) and 0.0 <= self.t_uniform_mix <= 1.0):
             raise InputError(f"--t-uniform-mix must lie in [0, 1]; got {self.t_uniform_mix!r}")
+        ds = self.t_decoder_share
+        if ds is not None and not (isinstance(ds, (int, float)) and 0.0 < ds < 1.0):
+            raise InputError(f"--t-decoder-share must lie in (0, 1); got {ds!r}")
         if not isinstance(self.t_stratified, bool):
             raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -201,7 +205,8 @@ class TrainConfig:
 #: reproduce the runs written then (native schedules, no edm, unstratified t)
 LEGACY_DEFAULTS: dict[str, Any] = {"logsnr_max": None, "logsnr_min": None, "sigma_data": None,
                                    "t_stratified": False, "fourier_features": "none",
-                                   "conditional": False, "cond_drop": 0.1, "t_uniform_mix": 0.0}
+                                   "conditional": False, "cond_drop": 0.1, "t_uniform_mix": 0.0,
+                                   "t_decoder_share": None}
 
 
 def parse_fourier(value: str) -> tuple[float, ...]:

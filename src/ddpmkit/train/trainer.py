@@ -254,6 +254,7 @@ def _setup(run: Run, data: Dataset, dist: Dist, device: str) -> _Training:
     weights = loss_weights(denoiser.schedule, cfg.weighting, gamma=cfg.gamma)
     ts = make_timestep_sampler(cfg.timesteps, denoiser.schedule, weights,
                                stratified=cfg.t_stratified, uniform_mix=cfg.t_uniform_mix,
+                               decoder_share=cfg.t_decoder_share,
                                **cfg.denoiser_kwargs())
     tr = _Training(
         cfg=cfg, dist=dist, device=device, net=net, ema=EMA(net, cfg.ema_decay),
