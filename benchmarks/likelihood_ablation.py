@@ -45,9 +45,10 @@ ROWS: dict[str, tuple[str, dict]] = {
                              {"t_stratified": False}),
     "lmax_6.36": ("the default with log snr_max = 6.36 (sigma_min = bin / 3)",
                   {"logsnr_max": 6.3561}),
-    "lmax_7.74": ("the default with log snr_max = 7.74 (sigma_min = bin / 6)",
-                  {"logsnr_max": 7.7424}),
     "lmax_9": ("the default with log snr_max = 9 (sigma_min = bin / 11)", {"logsnr_max": 9.0}),
+    "decoder_share_0.01": ("the default with the decoder's share of the t draws set to 1 % "
+                           "(instead of ~1/8 under q proportional to the weight)",
+                           {"t_decoder_share": 0.01}),
 }
 BY_T = ("x0_new_chain", "v_logsnr_ff")
 

@@ -114,6 +114,9 @@ def test_demo_end_to_end(tmp_path):
         assert (out / f).is_file(), f
     assert m["train_steps"] > 0 and m["fd"] > 0 and m["fd_floor"] > 0 and m["test_bpd"] > 0
     assert sum(m["class_counts"]) == 64
+    # the printed split adds up to the demo's own wall clock
+    parts = m["train_seconds"] + m["sample_seconds"] + m["bpd_seconds"] + m["other_seconds"]
+    assert m["other_seconds"] >= 0 and abs(parts - m["total_seconds"]) < 1e-6
     # a second demo replaces its own folder, but never a folder it did not make
     other = tmp_path / "mine"
     other.mkdir()

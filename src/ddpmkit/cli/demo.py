@@ -9,8 +9,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo", formatter_class=formatter, help="train on the bundled digits, sample, report",
         description="Train a denoiser on the bundled 8x8 digits with the ELBO's own weights "
-                    "(1000 steps, a few minutes on 2 CPU cores), "
-                    "sample with the reverse process, and write samples.png, trajectory.png, "
+                    "(900 steps, about 3 minutes on 2 CPU cores in all), "
+                    "sample 1797 digits with the reverse process (DPM-Solver++ 2M SDE, 20 "
+                    "network calls), measure the test bits/dim, and write samples.png, trajectory.png, "
                     "loss_by_t.png, metrics.json (test bits/dim, FD and its real-data floor) "
                     "and report.html into --out.",
         epilog="examples:\n  ddpmkit demo\n  ddpmkit demo --minutes 1 --out runs/quick --json",
@@ -18,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="demo directory (default runs/demo)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, default=None,
-                        help="training steps (default 1000)")
+                        help="training steps (default 900)")
     budget.add_argument("--minutes", type=positive_float, default=None,
                         help="a wall-clock training budget instead of --steps")
     p.add_argument("--n", type=positive_int, default=None,
