@@ -107,7 +107,7 @@ def run_ddpmkit(minutes: float, n: int, steps: int, seed: int, workdir: Path,
 
     d = DemoConfig()
     cfg = TrainConfig(data="digits", minutes=minutes, batch_size=d.batch_size, lr=d.lr,
-                      weighting=d.weighting, ema_decay=d.ema_decay,
+                      weighting=d.weighting, ema_decay=d.ema_decay, t_uniform_mix=d.t_uniform_mix,
                       net_overrides=dict(d.net_overrides), checkpoint_every=10**9,
                       sample_every=0, seed=seed)
     run_dir = workdir / "ddpmkit_run"

@@ -36,7 +36,7 @@ class DemoConfig:
     lr: float = 2e-3  # 1000 steps: 1.81-1.86 bits/dim over 3 seeds, against 1.87-1.92 at 1e-3
     weighting: str = "elbo"
     ema_decay: float = 0.999
-    t_uniform_mix: float = 0.3  # a uniform share in the t proposal: the high-noise steps get trained
+    t_uniform_mix: float = 0.3  # uniform t mixed into the proposal: high-noise steps get trained
     net_overrides: tuple[tuple[str, Any], ...] = (("num_res_blocks", 1),)
     sampler: str = "dpmpp2m_sde"  # FD 3.5-4.8 where UniPC 10 gives 8.3 (docs/samplers.md)
     sample_steps: int = 20

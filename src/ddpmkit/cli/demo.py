@@ -11,9 +11,9 @@ def add_parser(sub) -> None:
         description="Train a denoiser on the bundled 8x8 digits with the ELBO's own weights "
                     "(900 steps, about 3 minutes on 2 CPU cores in all), "
                     "sample 1797 digits with the reverse process (DPM-Solver++ 2M SDE, 20 "
-                    "network calls), measure the test bits/dim, and write samples.png, trajectory.png, "
-                    "loss_by_t.png, metrics.json (test bits/dim, FD and its real-data floor) "
-                    "and report.html into --out.",
+                    "network calls), measure the test bits/dim, and write samples.png, "
+                    "trajectory.png, loss_by_t.png, metrics.json (test bits/dim, FD and its "
+                    "real-data floor, the time split) and report.html into --out.",
         epilog="examples:\n  ddpmkit demo\n  ddpmkit demo --minutes 1 --out runs/quick --json",
     )
     p.add_argument("--out", default="runs/demo", help="demo directory (default runs/demo)")

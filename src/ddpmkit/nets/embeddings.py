@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
@@ -109,3 +110,15 @@ class ClassEmbedding(nn.Module):
                                  f"{self.num_classes} for none); got {int(y.min())}.."
                                  f"{int(y.max())}")
         return self.emb(y.to(device=device, dtype=torch.int64))
+
+
+def time_class_embedding(temb: nn.Module, class_emb: ClassEmbedding | None, t: torch.Tensor,
+                         y: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    """SiLU(time embedding of t (+ the class embedding of y)) -> (batch, dim); an unconditional
+    net (``class_emb`` None) refuses labels."""
+    e = temb(t)
+    if class_emb is not None:
+        e = e + class_emb(y, batch, device)
+    elif y is not None:
+        raise InputError("this net is unconditional (num_classes = 0); drop the labels")
+    return F.silu(e)

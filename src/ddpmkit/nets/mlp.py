@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs
+from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs, time_class_embedding
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,7 @@ class MLP(nn.Module):
                 y: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, D), t (B,) int64 in 1..T, y (B,) class labels or None -> (B, D)."""
         check_inputs(x, t, rank=2, channels=self.cfg.dim, T=self.cfg.T, what="MLP")
-        temb = self.temb(t)
-        if self.class_emb is not None:
-            temb = temb + self.class_emb(y, x.shape[0], x.device)
-        elif y is not None:
-            raise InputError("this net is unconditional (num_classes = 0); drop the labels")
-        temb = F.silu(temb)
+        temb = time_class_embedding(self.temb, self.class_emb, t, y, x.shape[0], x.device)
         h = self.lin_in(x)
         for block in self.blocks:
             h = block(h, temb)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs
+from .embeddings import ClassEmbedding, TimestepEmbedding, check_inputs, time_class_embedding
 from .winograd import WinogradConv2d
 
 CONV3X3 = ("direct", "winograd")
@@ -285,12 +285,7 @@ class UNet(nn.Module):
         check_inputs(x, t, rank=4, channels=self.cfg.in_channels, T=self.cfg.T, what="UNet")
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        temb = self.temb(t)
-        if self.class_emb is not None:
-            temb = temb + self.class_emb(y, x.shape[0], x.device)
-        elif y is not None:
-            raise InputError("this net is unconditional (num_classes = 0); drop the labels")
-        temb = F.silu(temb)
+        temb = time_class_embedding(self.temb, self.class_emb, t, y, x.shape[0], x.device)
         if self.cfg.fourier_frequencies:
             x = fourier_features(x, self.cfg.fourier_frequencies)
         h = self.conv_in(x)
