@@ -333,15 +333,7 @@ def export_diffusers(path: str | os.PathLike, out: str | os.PathLike, *, ema: bo
     loaded = load_denoiser(path, ema=ema, verbose=False)
     cfg, tc = loaded.run.net_config, loaded.run.config
     shape = tuple(loaded.run.data["shape"])
-    why = export_refusal(cfg, tc.parameterization, shape)
-    if why is None and loaded.run.data.get("kind") != "image":
-        why = "only image runs map to UNet2DModel"
-    if why is None:
-        chain = float32_chain(loaded.denoiser.schedule)
-        if not chain["valid"]:
-            why = f"diffusers' float32 copy of the schedule is no chain: {chain['why']}"
-    if why is not None:
-        raise InputError(f"cannot export {path} to diffusers: {why}")
+    chain = _exportable_chain(loaded, path)
     kind = resolve_time_embedding(cfg, time_embedding)
     tensors = diffusers_unet_state_dict(cfg, loaded.denoiser.net.state_dict(), kind)
     info = {
@@ -376,6 +368,24 @@ def export_diffusers(path: str | os.PathLike, out: str | os.PathLike, *, ema: bo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info | {"out": str(out)}
+
+
+def _exportable_chain(loaded, path) -> dict[str, Any]:
+    """diffusers' float32 copy of the run's chain (``float32_chain``), or one line saying why
+    the run cannot be exported (net, output, data kind or chain)."""
+    tc = loaded.run.config
+    why = export_refusal(loaded.run.net_config, tc.parameterization,
+                         tuple(loaded.run.data["shape"]))
+    if why is None and loaded.run.data.get("kind") != "image":
+        why = "only image runs map to UNet2DModel"
+    chain: dict[str, Any] = {}
+    if why is None:
+        chain = float32_chain(loaded.denoiser.schedule)
+        if not chain["valid"]:
+            why = f"diffusers' float32 copy of the schedule is no chain: {chain['why']}"
+    if why is not None:
+        raise InputError(f"cannot export {path} to diffusers: {why}")
+    return chain
 
 
 # ---- import: a diffusers folder as a ddpmkit Denoiser ---------------------------------------
@@ -447,32 +457,9 @@ def load_diffusers(path: str | os.PathLike, *, data: str, device: str = "cpu",
     check that its (C, H, W) is the UNet's."""
     diffusers = _import_diffusers()
     path = Path(path)
-    unet_dir, sched_dir = path / "unet", path / "scheduler"
-    if not (unet_dir / "config.json").is_file() or not sched_dir.is_dir():
-        raise InputError(f"{path} is not a diffusers folder with unet/config.json and "
-                         "scheduler/ (as save_pretrained writes them)")
-    if not (unet_dir / UNET_WEIGHTS).is_file():
-        raise InputError(f"{unet_dir} has no {UNET_WEIGHTS}; ddpmkit never loads pickled "
-                         "weights (.bin): save the model with safe_serialization=True")
-    unet_cfg = json.loads((unet_dir / "config.json").read_text())
-    if unet_cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
-        raise InputError(f"{unet_dir} holds a {unet_cfg.get('_class_name')}; ddpmkit eval "
-                         "reads UNet2DModel (unconditional, pixel space)")
-    sched = diffusers.DDPMScheduler.from_pretrained(path, subfolder="scheduler",
-                                                    local_files_only=True)
+    unet_dir = path / "unet"
+    sched, schedule = _diffusers_chain(diffusers, path)
     pt = sched.config.prediction_type
-    if pt not in PARAMETERIZATION_OF:
-        raise InputError(f"prediction_type {pt!r} has no ddpmkit parameterization; "
-                         f"expected one of {', '.join(PARAMETERIZATION_OF)}")
-    if str(sched.config.variance_type).startswith("learned"):
-        raise InputError(f"variance_type {sched.config.variance_type!r}: a learned variance "
-                         "is not evaluated here (ddpmkit's ELBO uses sigma_q^2 or beta_t)")
-    try:
-        schedule = from_betas(sched.betas.double(), name=f"diffusers/float32-betas "
-                                                         f"({sched.config.beta_schedule})")
-    except InputError as e:
-        raise InputError(f"the scheduler's betas are no ddpmkit chain: {e} (zero terminal "
-                         "SNR has no prior term)") from None
     # low_cpu_mem_usage=False: the default wants accelerate and warns without it
     unet = diffusers.UNet2DModel.from_pretrained(path, subfolder="unet", local_files_only=True,
                                                  use_safetensors=True, low_cpu_mem_usage=False)
@@ -504,6 +491,38 @@ def load_diffusers(path: str | os.PathLike, *, data: str, device: str = "cpu",
         ds = load_dataset(data, image_size=image_size)
         check_data_shape(loaded, tuple(ds.data_shape))
     return loaded
+
+
+def _diffusers_chain(diffusers, path: Path):
+    """The folder's DDPMScheduler and ddpmkit's float64 chain of its betas, after checking that
+    the folder holds a safetensors UNet2DModel and a prediction type ddpmkit maps."""
+    unet_dir, sched_dir = path / "unet", path / "scheduler"
+    if not (unet_dir / "config.json").is_file() or not sched_dir.is_dir():
+        raise InputError(f"{path} is not a diffusers folder with unet/config.json and "
+                         "scheduler/ (as save_pretrained writes them)")
+    if not (unet_dir / UNET_WEIGHTS).is_file():
+        raise InputError(f"{unet_dir} has no {UNET_WEIGHTS}; ddpmkit never loads pickled "
+                         "weights (.bin): save the model with safe_serialization=True")
+    unet_cfg = json.loads((unet_dir / "config.json").read_text())
+    if unet_cfg.get("_class_name", "UNet2DModel") != "UNet2DModel":
+        raise InputError(f"{unet_dir} holds a {unet_cfg.get('_class_name')}; ddpmkit eval "
+                         "reads UNet2DModel (unconditional, pixel space)")
+    sched = diffusers.DDPMScheduler.from_pretrained(path, subfolder="scheduler",
+                                                    local_files_only=True)
+    pt = sched.config.prediction_type
+    if pt not in PARAMETERIZATION_OF:
+        raise InputError(f"prediction_type {pt!r} has no ddpmkit parameterization; "
+                         f"expected one of {', '.join(PARAMETERIZATION_OF)}")
+    if str(sched.config.variance_type).startswith("learned"):
+        raise InputError(f"variance_type {sched.config.variance_type!r}: a learned variance "
+                         "is not evaluated here (ddpmkit's ELBO uses sigma_q^2 or beta_t)")
+    try:
+        schedule = from_betas(sched.betas.double(), name=f"diffusers/float32-betas "
+                                                         f"({sched.config.beta_schedule})")
+    except InputError as e:
+        raise InputError(f"the scheduler's betas are no ddpmkit chain: {e} (zero terminal "
+                         "SNR has no prior term)") from None
+    return sched, schedule
 
 
 def check_data_shape(loaded: DiffusersLoaded, shape: tuple[int, ...]) -> None:

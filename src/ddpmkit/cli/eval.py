@@ -11,7 +11,7 @@ from ._common import add_common, emit_json, formatter, on_main, positive_int
 EXAMPLES = """examples:
   ddpmkit eval runs/demo --bpd exact                # all T terms: matches the demo's metrics.json
   ddpmkit eval runs/demo --bpd stratified --json    # 50 strata x 1 draw: ~20x fewer calls
-  ddpmkit eval runs/demo --fd --n 1797 --sampler dpmpp2m --steps 20
+  ddpmkit eval runs/demo --fd --n 1797 --sampler unipc --steps 10
   ddpmkit eval runs/ring --sw2                      # sliced W2 for a 2-D toy
   ddpmkit eval runs/mnist --bpd stratified --strata 20 --batch-size 500
   torchrun --nproc_per_node=2 -m ddpmkit eval runs/demo --bpd exact --fd --num-samples 1797
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     from ..diffusion import VARIANCES
     from ..likelihood import PROPOSALS, ELBOEstimator
     from ..samplers import CLIP_POLICIES, SAMPLER_NAMES
+    from .sample import DEFAULT_SAMPLER, DEFAULT_STEPS
 
     EST = ELBOEstimator()  # the one set of defaults
 
@@ -95,10 +96,11 @@ def add_parser(sub) -> None:
                    help="samples per chunk for --fd/--sw2 (default 512; chunk i is drawn from "
                         "the seed (seed, i), so the samples depend on it; under torchrun the "
                         "chunks are shared out between the processes)")
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="dpmpp2m",
-                   help="sampler for --fd/--sw2 (default dpmpp2m)")
-    p.add_argument("--steps", type=positive_int, default=20,
-                   help="sampler network calls (default 20)")
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
+                   help=f"sampler for --fd/--sw2 (default {DEFAULT_SAMPLER}, as `ddpmkit sample` "
+                        "and the demo)")
+    p.add_argument("--steps", type=positive_int,
+                   help=f"sampler network calls (default {DEFAULT_STEPS}; all T for ancestral)")
     p.add_argument("--clip", choices=CLIP_POLICIES, default=None,
                    help="x0_hat policy (default: clip for images, none for vectors)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
@@ -119,11 +121,10 @@ def run(args) -> int:
         dist.close()
 
 
-def _run(args, dist, device: str) -> int:
-    import torch
-
-    from ..evaluate import compare_bpd, eval_bpd, eval_samples, load_evals, save_eval
+def _load(args, dist, device: str):
+    """The run (or the diffusers folder) to evaluate, with the flags checked against it."""
     from ..train import load_denoiser
+    from .sample import DEFAULT_STEPS
 
     if (args.path is None) == (args.diffusers is None):
         raise InputError("give a run directory or --diffusers DIR (one of them)")
@@ -148,8 +149,19 @@ def _run(args, dist, device: str) -> int:
     if args.sw2 and kind != "vector":
         raise InputError(f"--sw2 is for 2-D vector data; this run is on {data!r}"
                          + ("; use --fd" if data == "digits" else "; use --bpd"))
-    if args.steps > loaded.denoiser.T:
+    if args.steps is None and args.sampler != "ancestral":
+        args.steps = min(DEFAULT_STEPS, loaded.denoiser.T)
+    if args.steps and args.steps > loaded.denoiser.T:
         raise InputError(f"--steps {args.steps} exceeds the model's T = {loaded.denoiser.T}")
+    return loaded
+
+
+def _run(args, dist, device: str) -> int:
+    import torch
+
+    from ..evaluate import compare_bpd, eval_bpd, eval_samples, load_evals, save_eval
+
+    loaded = _load(args, dist, device)
     save = not args.no_save
     # only rank 0 writes: its answer holds for every rank
     writable = dist.broadcast(torch.tensor([int(save and os.access(loaded.run_dir, os.W_OK))]))
@@ -246,7 +258,8 @@ def summary_lines(out: dict) -> list[str]:
                      f"(of stratified); at equal SE {cheaper}")
     s = out.get("samples")
     if s is not None:
-        head = f"{s['n']} samples ({s['sampler']}, {s['steps']} steps, clip {s['clip']}, " \
+        calls = s.get("network_calls") or s["steps"]
+        head = f"{s['n']} samples ({s['sampler']}, {calls} network calls, clip {s['clip']}, " \
                f"seed {s['seed']}, {s['sample_seconds']:.1f} s)"
         if "fd" in s:
             lines.append(f"{head}: FD {s['fd']:.3f} (real data {s['fd_floor']:.3f}; ratio "

@@ -80,6 +80,13 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:
+        self._check_names()
+        self._check_chain()
+        self._check_proposal()
+        self._check_numbers()
+
+    def _check_names(self) -> None:
+        """The budget and every named choice."""
         if (self.steps is None) == (self.minutes is None):
             raise InputError("give exactly one budget: steps or minutes")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
@@ -98,6 +105,15 @@ class TrainConfig:
         if self.timesteps not in TIMESTEP_SAMPLINGS:
             raise InputError(f"unknown timestep sampling {self.timesteps!r}; "
                              f"choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"unknown lr schedule {self.lr_schedule!r}; choose constant or cosine")
+        if self.lr_schedule == "cosine" and self.steps is None:
+            raise InputError("the cosine lr schedule needs a step budget (--steps), not minutes")
+        if self.nonfinite not in ("stop", "skip"):
+            raise InputError(f"nonfinite must be 'stop' or 'skip'; got {self.nonfinite!r}")
+
+    def _check_chain(self) -> None:
+        """The log-SNR end points, sigma_data and the input features."""
         ends = (self.logsnr_max, self.logsnr_min)
         for v, flag in zip(ends, ("--logsnr-max", "--logsnr-min")):
             if not (v is None or v == "auto" or (isinstance(v, (int, float))
@@ -116,6 +132,9 @@ class TrainConfig:
         if not (sd is None or sd == "auto" or (isinstance(sd, (int, float)) and sd > 0)):
             raise InputError(f"sigma_data must be a number > 0 or 'auto'; got {sd!r}")
         parse_fourier(self.fourier_features)  # raises on a bad value
+
+    def _check_proposal(self) -> None:
+        """Conditioning and how t is drawn."""
         if not isinstance(self.conditional, bool):
             raise InputError(f"conditional must be true or false; got {self.conditional!r}")
         if not (isinstance(self.cond_drop, (int, float)) and 0.0 <= self.cond_drop < 1.0):
@@ -127,12 +146,9 @@ class TrainConfig:
             raise InputError(f"--t-decoder-share must lie in (0, 1); got {ds!r}")
         if not isinstance(self.t_stratified, bool):
             raise InputError(f"t_stratified must be true or false; got {self.t_stratified!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise InputError(f"unknown lr schedule {self.lr_schedule!r}; choose constant or cosine")
-        if self.lr_schedule == "cosine" and self.steps is None:
-            raise InputError("the cosine lr schedule needs a step budget (--steps), not minutes")
-        if self.nonfinite not in ("stop", "skip"):
-            raise InputError(f"nonfinite must be 'stop' or 'skip'; got {self.nonfinite!r}")
+
+    def _check_numbers(self) -> None:
+        """Counts and the optimizer's numbers."""
         for name in ("T", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
