@@ -37,7 +37,7 @@ def test_smoke_run_writes_one_row_per_library(tmp_path):
         assert not r["fd_comparable"] and len(r["class_counts"]) == 10
     ours = res["runs"][0]
     assert ours["bpd_method"] == "stratified" and ours["bpd_n"] == 16 and ours["test_bpd"] > 0
-    assert ours["sampler"].startswith("unipc, 20 network calls")
+    assert ours["sampler"].startswith("dpmpp2m_sde, 20 network calls")
     assert "elbo weighting" in ours["objective"] and "logsnr_linear" in ours["objective"]
 
 
