@@ -1,13 +1,5 @@
 """ddpmkit: Denoising Diffusion Probabilistic Models with exact maths. The network is a denoiser."""
 
-# ruff: noqa: E402  (the environment is set before torch is imported)
-import os as _os
-
-# Before torch loads OpenMP: waiting worker threads sleep instead of spinning, so a busy machine
-# shares its cores instead of fighting over them (ddpmkit.threads; docs/benchmarks.md, Threads).
-# It only takes effect when ddpmkit is imported before torch; a value already set wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from . import diffusion
 from .denoiser import Denoiser
 from .errors import InputError
