@@ -1,15 +1,16 @@
-"""How many intra-op threads: fast on a quiet machine, and never a collapse on a busy one.
+"""How many intra-op threads: fast on a quiet machine, no collapse on one busy at start.
 
 torch's default is one OpenMP thread per core. With another busy process on the machine, its
 threads spin-wait for a core that is taken, and a run can be 10x slower than with one thread
 (docs/benchmarks.md, "Threads"). ddpmkit therefore
 
-- sets ``OMP_WAIT_POLICY=PASSIVE`` when it is imported before torch (unless the variable is
-  already set): a waiting OpenMP thread sleeps instead of spinning, so an oversubscribed core
-  is shared instead of fought over;
 - picks ``--threads auto`` (every command's default) as the cores that are idle when the
   command starts, at least 1, at most the cores this process may run on, divided among the
   processes torchrun starts on this node (LOCAL_WORLD_SIZE).
+
+It does not set a passive OpenMP wait policy: measured, that costs 40 % on a quiet machine.
+A competitor that starts after the command still slows a multi-thread run; ``--threads 1``
+is the setting for a machine known to be shared.
 
 ``--threads N`` forces N; ``--threads 0`` leaves torch's own choice; with OMP_NUM_THREADS set
 in the environment, ``auto`` follows it.
