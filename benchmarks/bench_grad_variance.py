@@ -74,7 +74,7 @@ def main() -> None:
     rows = []
     t_start = time.perf_counter()
     for shape in ("logsnr_linear", "cosine"):
-        sched = make_schedule(shape, 1000, logsnr_max=6.3561, logsnr_min=-9.0)
+        sched = make_schedule(shape, 1000, logsnr_max=7.7424, logsnr_min=-9.0)
         torch.manual_seed(args.seed)
         net = nets.build_net(nets.preset("digits", T=1000))
         den = Denoiser(net, sched, "v")
@@ -99,7 +99,7 @@ def main() -> None:
                                          gen) for _ in range(args.reps)])
             mean = gs.mean(0)
             var = float(((gs - mean) ** 2).sum(1).mean() * args.reps / (args.reps - 1))
-            rows.append({"schedule": f"{shape}[6.36,-9]", "proposal": kind,
+            rows.append({"schedule": f"{shape}[7.74,-9]", "proposal": kind,
                          "stratified": strat, "trace_cov": var,
                          "mean_grad_norm2": float((mean**2).sum())})
             print(f"{shape:14} {kind:10} stratified={strat!s:5} tr Cov(g) = {var:.4g}",
