@@ -150,7 +150,8 @@ def test_sigint_during_sample_or_eval_leaves_no_partial_output(tmp_path, command
                        env=_env())
     assert p.returncode == 0, p.stderr
     out = tmp_path / "x.npz"
-    args = (["sample", str(run), "--n", "20000", "--sampler", "ancestral", "--out", str(out)]
+    args = (["sample", str(run), "--n", "20000", "--sampler", "ancestral", "--steps", "100",
+             "--batch-size", "64", "--out", str(out)]
             if command == "sample" else ["eval", str(run), "--bpd", "exact"])
     proc = subprocess.Popen([sys.executable, "-m", "ddpmkit", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
