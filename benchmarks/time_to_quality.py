@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import io
 import math
 import os
@@ -99,17 +100,14 @@ def run_ddpmkit(minutes: float, n: int, steps: int, seed: int, workdir: Path,
     import shutil
 
     from ddpmkit.cli.sample import DEFAULT_SAMPLER
-    from ddpmkit.demo import DemoConfig
+    from ddpmkit.demo import DemoConfig, train_config
     from ddpmkit.evaluate import eval_bpd
     from ddpmkit.generate import generate
     from ddpmkit.likelihood import ELBOEstimator
-    from ddpmkit.train import TrainConfig, load_denoiser, train
+    from ddpmkit.train import load_denoiser, train
 
-    d = DemoConfig()
-    cfg = TrainConfig(data="digits", minutes=minutes, batch_size=d.batch_size, lr=d.lr,
-                      weighting=d.weighting, ema_decay=d.ema_decay, t_uniform_mix=d.t_uniform_mix,
-                      net_overrides=dict(d.net_overrides), checkpoint_every=10**9,
-                      sample_every=0, seed=seed)
+    d = dataclasses.replace(DemoConfig(), minutes=minutes, steps=None, seed=seed)
+    cfg = dataclasses.replace(train_config(d), checkpoint_every=10**9)  # the demo's recipe
     run_dir = workdir / "ddpmkit_run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
